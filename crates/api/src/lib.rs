@@ -1,0 +1,1 @@
+//! wharf-api: generated server bindings for containerd API v1 (over containerd-client message types).

@@ -1,0 +1,15 @@
+//! wharf-core: the domain of wharf — content store, metadata (namespaces, images, leases, containers,
+//! snapshot records), garbage collection, snapshotters, layer diff/apply, images and events.
+//!
+//! It knows nothing about gRPC or protobuf: the daemon's adapters convert requests into these types
+//! and map [`Error`] kinds to status codes in one place.
+
+pub mod content;
+pub mod diff;
+pub mod digest;
+pub mod error;
+pub mod events;
+pub mod identifiers;
+pub mod metadata;
+
+pub use error::{Error, Result};

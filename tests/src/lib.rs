@@ -1,0 +1,1 @@
+//! wharf-tests: the shared integration-test harness (registry, image fixtures, wharfd, ctr).
