@@ -21,6 +21,8 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}: not implemented")]
     NotImplemented(String),
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}: aborted")]
     Aborted(String),
     #[error("{context}: {source}")]

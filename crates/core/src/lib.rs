@@ -5,10 +5,12 @@
 //! and map [`Error`] kinds to status codes in one place.
 
 pub mod content;
+pub use digest::Digest;
 pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod identifiers;
 pub mod metadata;
 
