@@ -88,7 +88,10 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn err(&self, msg: &str) -> Error {
-        Error::InvalidArgument(format!("filters: {msg} at position {} in {:?}", self.pos, self.input))
+        Error::InvalidArgument(format!(
+            "filters: {msg} at position {} in {:?}",
+            self.pos, self.input
+        ))
     }
 
     fn skip_ws(&mut self) {
@@ -173,7 +176,11 @@ impl<'a> Scanner<'a> {
 }
 
 fn parse_conjunction(input: &str) -> Result<Vec<Selector>> {
-    let mut sc = Scanner { s: input.as_bytes(), pos: 0, input };
+    let mut sc = Scanner {
+        s: input.as_bytes(),
+        pos: 0,
+        input,
+    };
     let mut out = Vec::new();
     loop {
         let mut path = vec![sc.field_component()?];
@@ -191,7 +198,9 @@ fn parse_conjunction(input: &str) -> Result<Vec<Selector>> {
         } else if sc.starts_with("~=") {
             sc.pos += 2;
             let v = sc.value()?;
-            Op::Matches(regex_lite::Regex::new(&v).map_err(|e| sc.err(&format!("bad regexp: {e}")))?)
+            Op::Matches(
+                regex_lite::Regex::new(&v).map_err(|e| sc.err(&format!("bad regexp: {e}")))?,
+            )
         } else {
             Op::Present
         };
@@ -229,7 +238,10 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert("io.x/y".to_string(), "v1".to_string());
         labels.insert("a".to_string(), "b".to_string());
-        Obj { name: "docker.io/library/busybox:latest".into(), labels }
+        Obj {
+            name: "docker.io/library/busybox:latest".into(),
+            labels,
+        }
     }
 
     fn m(f: &[&str]) -> bool {

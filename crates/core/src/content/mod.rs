@@ -11,9 +11,9 @@ mod writer;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 #[cfg(test)]
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -63,7 +63,12 @@ impl Store {
         for d in [root.join("blobs/sha256"), root.join("ingest")] {
             fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
         }
-        Ok(Store { inner: Arc::new(Inner { root, locked: Mutex::new(HashSet::new()) }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root,
+                locked: Mutex::new(HashSet::new()),
+            }),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -72,7 +77,11 @@ impl Store {
 
     /// Where a committed blob lives.
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.inner.root.join("blobs").join(d.algorithm()).join(d.hex())
+        self.inner
+            .root
+            .join("blobs")
+            .join(d.algorithm())
+            .join(d.hex())
     }
 
     fn not_found(d: &Digest) -> Error {
@@ -122,10 +131,17 @@ impl Store {
                 "offset {offset} beyond the end of content {d} (size {len})"
             )));
         }
-        let want = if size == 0 { len - offset } else { size.min(len - offset) };
-        f.seek(SeekFrom::Start(offset)).ctx(|| format!("seek content {d}"))?;
+        let want = if size == 0 {
+            len - offset
+        } else {
+            size.min(len - offset)
+        };
+        f.seek(SeekFrom::Start(offset))
+            .ctx(|| format!("seek content {d}"))?;
         let mut buf = Vec::with_capacity(want as usize);
-        f.take(want).read_to_end(&mut buf).ctx(|| format!("read content {d}"))?;
+        f.take(want)
+            .read_to_end(&mut buf)
+            .ctx(|| format!("read content {d}"))?;
         Ok(buf)
     }
 
@@ -145,8 +161,12 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
             let entry = entry.ctx(|| format!("read {}", dir.display()))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-            let Ok(d) = Digest::parse(&format!("sha256:{name}")) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
+                continue;
+            };
             match self.info(&d) {
                 Ok(i) => out.push(i),
                 Err(e) if e.is_not_found() => {}
@@ -179,7 +199,10 @@ impl Store {
 
     fn ingest_dir(&self, reference: &str) -> PathBuf {
         // Refs are arbitrary client strings: hash them so they can never form a path.
-        self.inner.root.join("ingest").join(hex::encode(Sha256::digest(reference.as_bytes())))
+        self.inner
+            .root
+            .join("ingest")
+            .join(hex::encode(Sha256::digest(reference.as_bytes())))
     }
 
     /// Opens a writer for `reference`, resuming an existing ingest of the same ref. `total` and
@@ -194,7 +217,13 @@ impl Store {
             }
         }
         self.lock(reference)?;
-        match Writer::open(self.clone(), reference, self.ingest_dir(reference), total, expected) {
+        match Writer::open(
+            self.clone(),
+            reference,
+            self.ingest_dir(reference),
+            total,
+            expected,
+        ) {
             Ok(w) => Ok(w),
             Err(e) => {
                 self.unlock(reference);
@@ -204,7 +233,11 @@ impl Store {
     }
 
     fn lock(&self, reference: &str) -> Result<()> {
-        let mut l = self.inner.locked.lock().map_err(|_| Error::internal("ingest lock poisoned"))?;
+        let mut l = self
+            .inner
+            .locked
+            .lock()
+            .map_err(|_| Error::internal("ingest lock poisoned"))?;
         if !l.insert(reference.to_string()) {
             return Err(Error::Unavailable(format!("ref {reference} locked")));
         }
@@ -219,7 +252,11 @@ impl Store {
 
     /// True while a writer holds `reference`.
     pub fn is_locked(&self, reference: &str) -> bool {
-        self.inner.locked.lock().map(|l| l.contains(reference)).unwrap_or(false)
+        self.inner
+            .locked
+            .lock()
+            .map(|l| l.contains(reference))
+            .unwrap_or(false)
     }
 
     /// Status of an ingest.

@@ -21,7 +21,10 @@ fn write_commit_read() {
     assert_eq!(s.read_at(&d, 0, 5).unwrap(), b"hello");
     assert!(s.read_at(&d, 12, 0).is_err());
     assert!(s.status("r1").unwrap_err().is_not_found());
-    assert!(s.writer("r2", 0, Some(d.clone())).err().is_some_and(|e| e.is_already_exists()));
+    assert!(s
+        .writer("r2", 0, Some(d.clone()))
+        .err()
+        .is_some_and(|e| e.is_already_exists()));
     assert_eq!(s.walk().unwrap().len(), 1);
     s.verify(&d).unwrap();
 }
@@ -49,7 +52,10 @@ fn resume_after_drop_and_lock() {
     let d = Digest::of(&data);
     {
         let mut w = s.writer("res", data.len() as u64, None).unwrap();
-        assert!(matches!(s.writer("res", 0, None), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            s.writer("res", 0, None),
+            Err(Error::Unavailable(_))
+        ));
         w.write_at(0, &data[..40_000]).unwrap();
     }
     // A new store handle (as after a restart) resumes from the offset on disk.
@@ -69,7 +75,10 @@ fn size_mismatch_and_restart_at_zero() {
     let (_t, s) = store();
     let mut w = s.writer("sz", 10, None).unwrap();
     w.write(b"12345").unwrap();
-    assert!(matches!(w.commit(0, None), Err(Error::FailedPrecondition(_))));
+    assert!(matches!(
+        w.commit(0, None),
+        Err(Error::FailedPrecondition(_))
+    ));
     let mut w = s.writer("sz", 0, None).unwrap();
     w.write_at(0, b"abc").unwrap();
     assert_eq!(w.offset(), 3);

@@ -24,11 +24,13 @@ pub struct Writer {
     total: u64,
     expected: Option<Digest>,
     started_at: SystemTime,
-    committed: bool,
 }
 
 fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos().to_string()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        .to_string()
 }
 
 fn read_small(p: &Path) -> Result<Option<String>> {
@@ -41,7 +43,9 @@ fn read_small(p: &Path) -> Result<Option<String>> {
 
 /// Reads the status of the ingest in `dir`; None if `dir` is not a (complete) ingest.
 pub(super) fn read_status(dir: &Path) -> Result<Option<Status>> {
-    let Some(reference) = read_small(&dir.join("ref"))? else { return Ok(None) };
+    let Some(reference) = read_small(&dir.join("ref"))? else {
+        return Ok(None);
+    };
     let data = dir.join("data");
     let md = match fs::metadata(&data) {
         Ok(md) => md,
@@ -52,7 +56,9 @@ pub(super) fn read_status(dir: &Path) -> Result<Option<Status>> {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
         .unwrap_or(UNIX_EPOCH);
-    let total = read_small(&dir.join("total"))?.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let total = read_small(&dir.join("total"))?
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     let expected = read_small(&dir.join("expected"))?.and_then(|s| Digest::parse(s.trim()).ok());
     Ok(Some(Status {
         reference,
@@ -90,7 +96,9 @@ impl Writer {
                 let mut buf = vec![0u8; 1 << 20];
                 let mut n_total = 0u64;
                 loop {
-                    let n = f.read(&mut buf).ctx(|| format!("read ingest {}", data.display()))?;
+                    let n = f
+                        .read(&mut buf)
+                        .ctx(|| format!("read ingest {}", data.display()))?;
                     if n == 0 {
                         break;
                     }
@@ -141,7 +149,6 @@ impl Writer {
             total,
             expected,
             started_at,
-            committed: false,
         })
     }
 
@@ -181,9 +188,13 @@ impl Writer {
     /// Discards everything written (containerd only supports truncating to 0).
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         if size != 0 {
-            return Err(Error::InvalidArgument("truncate only supports size 0".into()));
+            return Err(Error::InvalidArgument(
+                "truncate only supports size 0".into(),
+            ));
         }
-        self.file.set_len(0).ctx(|| format!("truncate ingest {}", self.reference))?;
+        self.file
+            .set_len(0)
+            .ctx(|| format!("truncate ingest {}", self.reference))?;
         self.hasher = Sha256::new();
         self.offset = 0;
         Ok(())
@@ -207,7 +218,9 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        self.file.write_all(data).ctx(|| format!("write ingest {}", self.reference))?;
+        self.file
+            .write_all(data)
+            .ctx(|| format!("write ingest {}", self.reference))?;
         self.hasher.update(data);
         self.offset += data.len() as u64;
         Ok(())
@@ -216,7 +229,16 @@ impl Writer {
     /// Verifies size and digest, then renames the data into the store. `size` 0 and `expected`
     /// None mean "whatever was written", checked against what the ingest was opened with.
     /// On a mismatch nothing is committed and the ingest is kept (the client may Abort it).
-    pub fn commit(mut self, size: u64, expected: Option<Digest>) -> Result<Digest> {
+    pub fn commit(self, size: u64, expected: Option<Digest>) -> Result<Digest> {
+        match self.commit_shared(size, expected)? {
+            (d, true) => Ok(d),
+            (d, false) => Err(Error::AlreadyExists(format!("content {d}"))),
+        }
+    }
+
+    /// Like [`commit`](Self::commit), but a blob that is already in the store is not an error:
+    /// returns the digest and whether this writer created the blob.
+    pub fn commit_shared(self, size: u64, expected: Option<Digest>) -> Result<(Digest, bool)> {
         let want_size = if size > 0 { size } else { self.total };
         if want_size > 0 && want_size != self.offset {
             return Err(Error::FailedPrecondition(format!(
@@ -225,30 +247,35 @@ impl Writer {
             )));
         }
         let got = self.digest();
-        for want in [expected.as_ref(), self.expected.as_ref()].into_iter().flatten() {
+        for want in [expected.as_ref(), self.expected.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if want != &got {
                 return Err(Error::FailedPrecondition(format!(
                     "unexpected commit digest {got}, expected {want}"
                 )));
             }
         }
-        self.file.sync_all().ctx(|| format!("sync ingest {}", self.reference))?;
+        self.file
+            .sync_all()
+            .ctx(|| format!("sync ingest {}", self.reference))?;
         let target = self.store.blob_path(&got);
         let data = self.dir.join("data");
         if target.exists() {
-            self.committed = true;
             let _ = fs::remove_dir_all(&self.dir);
-            return Err(Error::AlreadyExists(format!("content {got}")));
+            return Ok((got, false));
         }
         let _ = fs::set_permissions(&data, fs::Permissions::from_mode(0o444));
         fs::rename(&data, &target)
             .ctx(|| format!("commit {} to {}", data.display(), target.display()))?;
         if let Some(parent) = target.parent() {
-            File::open(parent).and_then(|d| d.sync_all()).ctx(|| format!("sync {}", parent.display()))?;
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .ctx(|| format!("sync {}", parent.display()))?;
         }
-        self.committed = true;
         let _ = fs::remove_dir_all(&self.dir);
-        Ok(got)
+        Ok((got, true))
     }
 }
 
