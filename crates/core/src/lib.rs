@@ -13,5 +13,6 @@ pub mod events;
 pub mod filters;
 pub mod identifiers;
 pub mod metadata;
+pub mod snapshots;
 
 pub use error::{Error, Result};

@@ -42,7 +42,7 @@ fn validate_resource(r: &LeaseResource) -> Result<()> {
 }
 
 /// Adds a resource to an existing lease inside `tx`.
-pub(crate) fn add_resource_tx(
+pub fn add_resource_tx(
     tx: &WriteTransaction,
     ns: &str,
     lease: &str,

@@ -22,6 +22,8 @@ use serde::Serialize;
 
 pub use content::ContentWriter;
 pub use gc::GcStats;
+pub use leases::add_resource_tx as add_lease_resource;
+pub use namespaces::ensure as ensure_namespace;
 pub use types::*;
 
 use crate::{content::Store, Error, Result};

@@ -6,7 +6,7 @@ use super::*;
 use crate::identifiers;
 
 /// Creates the namespace inside `tx` if it does not exist yet (every write into a namespace does).
-pub(crate) fn ensure(tx: &WriteTransaction, name: &str) -> Result<()> {
+pub fn ensure(tx: &WriteTransaction, name: &str) -> Result<()> {
     identifiers::validate(name)?;
     let mut t = tx.open_table(NAMESPACES)?;
     if t.get(name)?.is_none() {
