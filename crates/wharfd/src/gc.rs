@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify};
 use wharf_core::metadata::{Db, GcStats};
+use wharf_core::snapshots::SnapshotStore;
 
 /// How long after a deletion the collection runs, so a burst of deletions costs one run.
 const DELAY: Duration = Duration::from_millis(100);
@@ -18,6 +19,8 @@ pub struct GcScheduler {
 
 struct Inner {
     db: Db,
+    /// Their directories are removed after GC dropped their records.
+    snapshotters: Vec<SnapshotStore>,
     notify: Notify,
     /// One collection at a time.
     running: Mutex<()>,
@@ -25,9 +28,9 @@ struct Inner {
 
 impl GcScheduler {
     /// Starts the background task on the current runtime.
-    pub fn start(db: Db) -> Self {
+    pub fn start(db: Db, snapshotters: Vec<SnapshotStore>) -> Self {
         let s = GcScheduler {
-            inner: Arc::new(Inner { db, notify: Notify::new(), running: Mutex::new(()) }),
+            inner: Arc::new(Inner { db, snapshotters, notify: Notify::new(), running: Mutex::new(()) }),
         };
         let bg = s.clone();
         tokio::spawn(async move {
@@ -50,9 +53,17 @@ impl GcScheduler {
     /// Runs a collection now and waits for it.
     pub async fn run(&self) -> wharf_core::Result<GcStats> {
         let _one = self.inner.running.lock().await;
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || db.gc())
-            .await
-            .map_err(|e| wharf_core::Error::internal(format!("gc task: {e}")))?
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let stats = inner.db.gc()?;
+            if !stats.snapshots.is_empty() {
+                for s in &inner.snapshotters {
+                    s.cleanup()?;
+                }
+            }
+            Ok(stats)
+        })
+        .await
+        .map_err(|e| wharf_core::Error::internal(format!("gc task: {e}")))?
     }
 }
