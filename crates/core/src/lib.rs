@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod filters;
 pub mod identifiers;
+pub mod images;
 pub mod metadata;
 pub mod mount;
 pub mod snapshots;

@@ -39,7 +39,11 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
             flags |= MsFlags::MS_RDONLY;
         }
         let fstype = if bind { None } else { Some(m.kind.as_str()) };
-        let data_opt = if data.is_empty() || bind { None } else { Some(data.as_str()) };
+        let data_opt = if data.is_empty() || bind {
+            None
+        } else {
+            Some(data.as_str())
+        };
         mount(Some(m.source.as_str()), target, fstype, flags, data_opt).map_err(|e| {
             Error::Internal(format!(
                 "mount {} ({}) on {} with options {:?}: {e}",
@@ -54,7 +58,10 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
             let rflags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
             if let Err(e) = mount(None::<&str>, target, None::<&str>, rflags, None::<&str>) {
                 let _ = unmount(target);
-                return Err(Error::Internal(format!("remount {} read-only: {e}", target.display())));
+                return Err(Error::Internal(format!(
+                    "remount {} read-only: {e}",
+                    target.display()
+                )));
             }
         }
     }
@@ -68,7 +75,10 @@ pub fn unmount(target: &Path) -> Result<()> {
         Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH)
             .map_err(|e| Error::Internal(format!("unmount {}: {e}", target.display()))),
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(Error::Internal(format!("unmount {}: {e}", target.display()))),
+        Err(e) => Err(Error::Internal(format!(
+            "unmount {}: {e}",
+            target.display()
+        ))),
     }
 }
 

@@ -1,0 +1,192 @@
+//! OCI and Docker image formats: manifests, indexes, configs, platform matching, chain IDs, and
+//! unpacking an image's layers into snapshots.
+
+mod platform;
+pub mod unpack;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+pub use platform::Platform;
+
+use crate::{Digest, Error, Result};
+
+pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const MEDIA_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// Manifests and configs larger than this are refused (they are small JSON documents).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// containerd's label naming a layer's uncompressed digest.
+pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Index {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RootFs {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+}
+
+/// The parts of an image config wharf uses (the rest is kept as raw JSON by callers).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub rootfs: RootFs,
+}
+
+/// Is this media type a manifest list / index?
+pub fn is_index(media_type: &str) -> bool {
+    media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST
+}
+
+/// Is this media type an image manifest?
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == MEDIA_OCI_MANIFEST || media_type == MEDIA_DOCKER_MANIFEST
+}
+
+/// Is this media type a layer wharf can apply?
+pub fn is_layer(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
+    if data.len() as u64 > MAX_MANIFEST_SIZE {
+        return Err(Error::InvalidArgument(format!(
+            "{what} is {} bytes, larger than the {MAX_MANIFEST_SIZE} byte limit",
+            data.len()
+        )));
+    }
+    serde_json::from_slice(data)
+        .map_err(|e| Error::InvalidArgument(format!("malformed {what}: {e}")))
+}
+
+pub fn parse_manifest(data: &[u8]) -> Result<Manifest> {
+    let m: Manifest = parse_json("manifest", data)?;
+    if m.schema_version != 2 {
+        return Err(Error::InvalidArgument(format!(
+            "manifest schema version {} is not supported (schema 1 images are deprecated)",
+            m.schema_version
+        )));
+    }
+    Digest::parse(&m.config.digest)?;
+    for l in &m.layers {
+        Digest::parse(&l.digest)?;
+    }
+    Ok(m)
+}
+
+pub fn parse_index(data: &[u8]) -> Result<Index> {
+    let i: Index = parse_json("index", data)?;
+    for m in &i.manifests {
+        Digest::parse(&m.digest)?;
+    }
+    Ok(i)
+}
+
+pub fn parse_config(data: &[u8]) -> Result<ImageConfig> {
+    let c: ImageConfig = parse_json("image config", data)?;
+    for d in &c.rootfs.diff_ids {
+        Digest::parse(d)?;
+    }
+    Ok(c)
+}
+
+/// Chain IDs of a layer stack: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => {
+                let mut h = Sha256::new();
+                h.update(format!("{prev} {d}").as_bytes());
+                Digest::from_hasher(h)
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_match_the_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let ids = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(ids[0], a);
+        assert_eq!(ids[1], Digest::of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn malformed_and_oversized_manifests_are_refused() {
+        assert!(parse_manifest(b"{").is_err());
+        assert!(
+            parse_manifest(br#"{"schemaVersion":1,"config":{"digest":"sha256:00","size":1}}"#)
+                .is_err()
+        );
+        let big = vec![b' '; (MAX_MANIFEST_SIZE + 1) as usize];
+        assert!(parse_manifest(&big).is_err());
+        let d = Digest::of(b"x");
+        let ok = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{MEDIA_OCI_CONFIG}","digest":"{d}","size":1}},"layers":[]}}"#
+        );
+        assert!(parse_manifest(ok.as_bytes()).is_ok());
+    }
+}

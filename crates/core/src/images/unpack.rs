@@ -1,0 +1,1 @@
+//! Unpacking an image into snapshots (filled in with the diff module).
