@@ -154,10 +154,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn value(&mut self) -> Result<String> {
+    /// A value; `/…/` quoting is only for regular expressions, so `topic==/tasks/exit` is bare.
+    fn value(&mut self, regex: bool) -> Result<String> {
         self.skip_ws();
         match self.peek() {
-            Some(q @ (b'"' | b'`' | b'/')) => self.quoted(q),
+            Some(q @ (b'"' | b'`')) => self.quoted(q),
+            Some(b'/') if regex => self.quoted(b'/'),
             _ => {
                 let start = self.pos;
                 while let Some(c) = self.peek() {
@@ -191,13 +193,13 @@ fn parse_conjunction(input: &str) -> Result<Vec<Selector>> {
         sc.skip_ws();
         let op = if sc.starts_with("==") {
             sc.pos += 2;
-            Op::Equal(sc.value()?)
+            Op::Equal(sc.value(false)?)
         } else if sc.starts_with("!=") {
             sc.pos += 2;
-            Op::NotEqual(sc.value()?)
+            Op::NotEqual(sc.value(false)?)
         } else if sc.starts_with("~=") {
             sc.pos += 2;
-            let v = sc.value()?;
+            let v = sc.value(true)?;
             Op::Matches(
                 regex_lite::Regex::new(&v).map_err(|e| sc.err(&format!("bad regexp: {e}")))?,
             )

@@ -1,1 +1,114 @@
-fn main() {}
+//! wharfd: the wharf daemon. Serves containerd's gRPC API v1 on a unix socket (and containerd's
+//! ttrpc event address for shims) over the stores of wharf-core.
+
+mod config;
+mod convert;
+mod error;
+mod events;
+mod gc;
+mod namespace;
+mod server;
+mod services;
+mod socket;
+mod ttrpc_events;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::{Config, DEFAULT_CONFIG};
+
+/// wharfd: a containerd-compatible container runtime daemon.
+#[derive(Parser, Debug)]
+#[command(name = "wharfd", version = services::version::VERSION)]
+struct Args {
+    /// Root directory for persistent data.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// State directory for runtime data.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Address (unix socket path) for the gRPC server.
+    #[arg(short, long)]
+    address: Option<PathBuf>,
+    /// Path to the configuration file.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(short, long)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("wharfd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let explicit = args.config.is_some();
+    let path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
+    let mut config = Config::load(&path, explicit)?;
+    if let Some(r) = args.root {
+        config.root = r;
+    }
+    if let Some(s) = args.state {
+        config.state = s;
+    }
+    if let Some(a) = args.address {
+        config.grpc.address = a;
+    }
+    if let Some(l) = args.log_level {
+        config.log_level = l;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("invalid log level {:?}", config.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    // One thread serves the API; blocking work (hashing, unpacking, fsync) goes to the blocking pool.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .thread_keep_alive(std::time::Duration::from_secs(10))
+        .build()
+        .context("start runtime")?;
+    rt.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let address = config.grpc.address.clone();
+    let gid = config.grpc.gid;
+    let listener = socket::listen(&address, gid)?;
+    let ttrpc_path = socket::ttrpc_path(&address);
+    socket::prepare(&ttrpc_path)?;
+    let daemon = server::Daemon::open(config)?;
+    let mut ttrpc = ttrpc_events::serve(&ttrpc_path, daemon.exchange.clone()).await?;
+    socket::chmod(&ttrpc_path, gid)?;
+    tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
+
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "install SIGTERM handler");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    let result = server::router(daemon)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("grpc server");
+    let _ = ttrpc.shutdown().await;
+    let _ = std::fs::remove_file(&address);
+    let _ = std::fs::remove_file(&ttrpc_path);
+    result
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use wharf_api::events as pb_events;
+use wharf_api::image_events as pb_events;
 use wharf_api::images::images_server::Images;
 use wharf_api::{pb, Empty};
 use wharf_core::filters::Filter;

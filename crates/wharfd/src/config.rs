@@ -1,0 +1,83 @@
+//! wharfd's configuration: flags override the TOML file (`/etc/wharf/config.toml`), which
+//! overrides the embedded defaults. Unknown keys are errors naming the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG: &str = "/etc/wharf/config.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: content, metadata, snapshots.
+    pub root: PathBuf,
+    /// Runtime state: sockets, bundles.
+    pub state: PathBuf,
+    /// Log level: trace, debug, info, warn, error.
+    pub log_level: String,
+    pub grpc: Grpc,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpc {
+    /// The unix socket serving containerd's API.
+    pub address: PathBuf,
+    /// Group owning the socket (numeric gid); 0 keeps root's.
+    pub gid: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/wharf".into(),
+            state: "/run/wharf".into(),
+            log_level: "info".into(),
+            grpc: Grpc::default(),
+        }
+    }
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Grpc { address: "/run/wharf/wharfd.sock".into(), gid: 0 }
+    }
+}
+
+impl Config {
+    /// Loads `path`; a missing file is fine only when it is the default path (not asked for).
+    pub fn load(path: &Path, explicit: bool) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).with_context(|| format!("config {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(e).with_context(|| format!("read config {}", path.display())),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let c = Config::parse("root = \"/x\"\n[grpc]\naddress = \"/y.sock\"\n").unwrap();
+        assert_eq!(c.root, PathBuf::from("/x"));
+        assert_eq!(c.grpc.address, PathBuf::from("/y.sock"));
+        assert_eq!(c.state, PathBuf::from("/run/wharf"));
+        let err = Config::parse("[grpc]\nadress = \"/y\"\n").unwrap_err().to_string();
+        assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_is_fine_missing_explicit_is_not() {
+        assert!(Config::load(Path::new("/nonexistent/wharf.toml"), false).is_ok());
+        assert!(Config::load(Path::new("/nonexistent/wharf.toml"), true).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The daemon's shared state and the gRPC router over it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+use wharf_core::content::Store;
+use wharf_core::events::Exchange;
+use wharf_core::metadata::Db;
+use wharf_core::snapshots::{Backend, Native, Overlay, SnapshotStore};
+
+use crate::config::Config;
+use crate::events::EventsService;
+use crate::gc::GcScheduler;
+use crate::services::{
+    content::ContentService, images::ImagesService, introspection::IntrospectionService,
+    leases::LeasesService, namespaces::NamespacesService, snapshots::SnapshotsService,
+    version::VersionService,
+};
+
+/// Everything the services share.
+pub struct Daemon {
+    pub db: Db,
+    pub exchange: Exchange,
+    pub gc: GcScheduler,
+    /// By name: `overlayfs` (when the kernel has it) and `native`.
+    pub snapshotters: BTreeMap<String, SnapshotStore>,
+    /// This daemon's identity, persisted in `<root>/uuid`.
+    pub uuid: String,
+}
+
+impl Daemon {
+    /// Opens the stores under the configured root. Must run inside the tokio runtime (GC task).
+    pub fn open(config: Config) -> Result<Arc<Daemon>> {
+        let root = &config.root;
+        create_dir(root, 0o711)?;
+        create_dir(&config.state, 0o711)?;
+        let content = Store::open(root.join("io.containerd.content.v1.content"))?;
+        let db = Db::open(&root.join("io.containerd.metadata.v1.redb").join("meta.db"), content)?;
+        let mut snapshotters = BTreeMap::new();
+        let mut backends: Vec<(&str, Arc<dyn Backend>)> = vec![("native", Arc::new(Native))];
+        if Overlay::supported() {
+            backends.push(("overlayfs", Arc::new(Overlay)));
+        } else {
+            tracing::warn!("overlayfs is not available: only the native snapshotter is served");
+        }
+        for (name, backend) in backends {
+            let dir = root.join(format!("io.containerd.snapshotter.v1.{name}"));
+            let s = SnapshotStore::open(name, dir, db.clone(), backend)?;
+            // Directories orphaned by a crash between a snapshot's dir and its record.
+            if let Err(e) = s.cleanup() {
+                tracing::warn!(snapshotter = name, error = %e, "snapshot cleanup at start");
+            }
+            snapshotters.insert(name.to_string(), s);
+        }
+        let gc = GcScheduler::start(db.clone(), snapshotters.values().cloned().collect());
+        let uuid = load_uuid(&root.join("uuid"))?;
+        Ok(Arc::new(Daemon { db, exchange: Exchange::new(), gc, snapshotters, uuid }))
+    }
+}
+
+fn create_dir(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .with_context(|| format!("create {}", p.display()))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", p.display()))
+}
+
+/// Reads the daemon's uuid, creating it on first start (written atomically).
+fn load_uuid(path: &Path) -> Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.to_string());
+        }
+    }
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .context("read /dev/urandom")?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = wharf_hex(&b);
+    let uuid = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &uuid).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
+    Ok(uuid)
+}
+
+fn wharf_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The gRPC router with every service wharfd serves.
+pub fn router(d: Arc<Daemon>) -> Router {
+    use wharf_api::*;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    drop(health_reporter); // "" is SERVING by default.
+    Server::builder()
+        .add_service(health)
+        .add_service(version::version_server::VersionServer::new(VersionService))
+        .add_service(introspection::introspection_server::IntrospectionServer::new(IntrospectionService(
+            d.clone(),
+        )))
+        .add_service(namespaces::namespaces_server::NamespacesServer::new(NamespacesService(d.clone())))
+        .add_service(
+            content::content_server::ContentServer::new(ContentService(d.clone()))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+        .add_service(images::images_server::ImagesServer::new(ImagesService(d.clone())))
+        .add_service(leases::leases_server::LeasesServer::new(LeasesService(d.clone())))
+        .add_service(events_service::events_server::EventsServer::new(EventsService(d.clone())))
+        .add_service(snapshots::snapshots_server::SnapshotsServer::new(SnapshotsService(d)))
+}

@@ -1,0 +1,14 @@
+//! One adapter per containerd service: convert, delegate to core, map errors. Nothing else.
+
+pub mod content;
+pub mod images;
+pub mod introspection;
+pub mod leases;
+pub mod namespaces;
+pub mod snapshots;
+pub mod version;
+
+use std::pin::Pin;
+
+/// The stream type of server-streaming methods.
+pub type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
