@@ -57,14 +57,23 @@ fn bidi(mut x: M) -> M {
 fn main() {
     let snap = |t: &str| format!("{V1}::snapshots::{t}");
     let services = vec![
-        service("containerd.services.version.v1", "Version", vec![m("Version", "version", "Empty", "VersionResponse")]),
+        service(
+            "containerd.services.version.v1",
+            "Version",
+            vec![m("Version", "version", "Empty", "VersionResponse")],
+        ),
         service(
             "containerd.services.introspection.v1",
             "Introspection",
             vec![
                 m("Plugins", "plugins", "PluginsRequest", "PluginsResponse"),
                 m("Server", "server", "Empty", "ServerResponse"),
-                m("PluginInfo", "plugin_info", "PluginInfoRequest", "PluginInfoResponse"),
+                m(
+                    "PluginInfo",
+                    "plugin_info",
+                    "PluginInfoRequest",
+                    "PluginInfoResponse",
+                ),
             ],
         ),
         service(
@@ -72,9 +81,24 @@ fn main() {
             "Namespaces",
             vec![
                 m("Get", "get", "GetNamespaceRequest", "GetNamespaceResponse"),
-                m("List", "list", "ListNamespacesRequest", "ListNamespacesResponse"),
-                m("Create", "create", "CreateNamespaceRequest", "CreateNamespaceResponse"),
-                m("Update", "update", "UpdateNamespaceRequest", "UpdateNamespaceResponse"),
+                m(
+                    "List",
+                    "list",
+                    "ListNamespacesRequest",
+                    "ListNamespacesResponse",
+                ),
+                m(
+                    "Create",
+                    "create",
+                    "CreateNamespaceRequest",
+                    "CreateNamespaceResponse",
+                ),
+                m(
+                    "Update",
+                    "update",
+                    "UpdateNamespaceRequest",
+                    "UpdateNamespaceResponse",
+                ),
                 m("Delete", "delete", "DeleteNamespaceRequest", "Empty"),
             ],
         ),
@@ -84,12 +108,32 @@ fn main() {
             vec![
                 m("Info", "info", "InfoRequest", "InfoResponse"),
                 m("Update", "update", "UpdateRequest", "UpdateResponse"),
-                server_stream(m("List", "list", "ListContentRequest", "ListContentResponse")),
+                server_stream(m(
+                    "List",
+                    "list",
+                    "ListContentRequest",
+                    "ListContentResponse",
+                )),
                 m("Delete", "delete", "DeleteContentRequest", "Empty"),
-                server_stream(m("Read", "read", "ReadContentRequest", "ReadContentResponse")),
+                server_stream(m(
+                    "Read",
+                    "read",
+                    "ReadContentRequest",
+                    "ReadContentResponse",
+                )),
                 m("Status", "status", "StatusRequest", "StatusResponse"),
-                m("ListStatuses", "list_statuses", "ListStatusesRequest", "ListStatusesResponse"),
-                bidi(m("Write", "write", "WriteContentRequest", "WriteContentResponse")),
+                m(
+                    "ListStatuses",
+                    "list_statuses",
+                    "ListStatusesRequest",
+                    "ListStatusesResponse",
+                ),
+                bidi(m(
+                    "Write",
+                    "write",
+                    "WriteContentRequest",
+                    "WriteContentResponse",
+                )),
                 m("Abort", "abort", "AbortRequest", "Empty"),
             ],
         ),
@@ -99,8 +143,18 @@ fn main() {
             vec![
                 m("Get", "get", "GetImageRequest", "GetImageResponse"),
                 m("List", "list", "ListImagesRequest", "ListImagesResponse"),
-                m("Create", "create", "CreateImageRequest", "CreateImageResponse"),
-                m("Update", "update", "UpdateImageRequest", "UpdateImageResponse"),
+                m(
+                    "Create",
+                    "create",
+                    "CreateImageRequest",
+                    "CreateImageResponse",
+                ),
+                m(
+                    "Update",
+                    "update",
+                    "UpdateImageRequest",
+                    "UpdateImageResponse",
+                ),
                 m("Delete", "delete", "DeleteImageRequest", "Empty"),
             ],
         ),
@@ -112,8 +166,18 @@ fn main() {
                 m("Delete", "delete", "DeleteRequest", "Empty"),
                 m("List", "list", "ListRequest", "ListResponse"),
                 m("AddResource", "add_resource", "AddResourceRequest", "Empty"),
-                m("DeleteResource", "delete_resource", "DeleteResourceRequest", "Empty"),
-                m("ListResources", "list_resources", "ListResourcesRequest", "ListResourcesResponse"),
+                m(
+                    "DeleteResource",
+                    "delete_resource",
+                    "DeleteResourceRequest",
+                    "Empty",
+                ),
+                m(
+                    "ListResources",
+                    "list_resources",
+                    "ListResourcesRequest",
+                    "ListResourcesResponse",
+                ),
             ],
         ),
         service(
@@ -122,22 +186,62 @@ fn main() {
             vec![
                 m("Publish", "publish", "PublishRequest", "Empty"),
                 m("Forward", "forward", "ForwardRequest", "Empty"),
-                server_stream(m("Subscribe", "subscribe", "SubscribeRequest", "types::Envelope")),
+                server_stream(m(
+                    "Subscribe",
+                    "subscribe",
+                    "SubscribeRequest",
+                    "types::Envelope",
+                )),
             ],
         ),
         service(
             "containerd.services.snapshots.v1",
             "Snapshots",
             vec![
-                m("Prepare", "prepare", &snap("PrepareSnapshotRequest"), &snap("PrepareSnapshotResponse")),
-                m("View", "view", &snap("ViewSnapshotRequest"), &snap("ViewSnapshotResponse")),
-                m("Mounts", "mounts", &snap("MountsRequest"), &snap("MountsResponse")),
+                m(
+                    "Prepare",
+                    "prepare",
+                    &snap("PrepareSnapshotRequest"),
+                    &snap("PrepareSnapshotResponse"),
+                ),
+                m(
+                    "View",
+                    "view",
+                    &snap("ViewSnapshotRequest"),
+                    &snap("ViewSnapshotResponse"),
+                ),
+                m(
+                    "Mounts",
+                    "mounts",
+                    &snap("MountsRequest"),
+                    &snap("MountsResponse"),
+                ),
                 m("Commit", "commit", &snap("CommitSnapshotRequest"), "Empty"),
                 m("Remove", "remove", &snap("RemoveSnapshotRequest"), "Empty"),
-                m("Stat", "stat", &snap("StatSnapshotRequest"), &snap("StatSnapshotResponse")),
-                m("Update", "update", &snap("UpdateSnapshotRequest"), &snap("UpdateSnapshotResponse")),
-                server_stream(m("List", "list", &snap("ListSnapshotsRequest"), &snap("ListSnapshotsResponse"))),
-                m("Usage", "usage", &snap("UsageRequest"), &snap("UsageResponse")),
+                m(
+                    "Stat",
+                    "stat",
+                    &snap("StatSnapshotRequest"),
+                    &snap("StatSnapshotResponse"),
+                ),
+                m(
+                    "Update",
+                    "update",
+                    &snap("UpdateSnapshotRequest"),
+                    &snap("UpdateSnapshotResponse"),
+                ),
+                server_stream(m(
+                    "List",
+                    "list",
+                    &snap("ListSnapshotsRequest"),
+                    &snap("ListSnapshotsResponse"),
+                )),
+                m(
+                    "Usage",
+                    "usage",
+                    &snap("UsageRequest"),
+                    &snap("UsageResponse"),
+                ),
                 m("Cleanup", "cleanup", &snap("CleanupRequest"), "Empty"),
             ],
         ),
@@ -154,10 +258,30 @@ fn main() {
             "Containers",
             vec![
                 m("Get", "get", "GetContainerRequest", "GetContainerResponse"),
-                m("List", "list", "ListContainersRequest", "ListContainersResponse"),
-                server_stream(m("ListStream", "list_stream", "ListContainersRequest", "ListContainerMessage")),
-                m("Create", "create", "CreateContainerRequest", "CreateContainerResponse"),
-                m("Update", "update", "UpdateContainerRequest", "UpdateContainerResponse"),
+                m(
+                    "List",
+                    "list",
+                    "ListContainersRequest",
+                    "ListContainersResponse",
+                ),
+                server_stream(m(
+                    "ListStream",
+                    "list_stream",
+                    "ListContainersRequest",
+                    "ListContainerMessage",
+                )),
+                m(
+                    "Create",
+                    "create",
+                    "CreateContainerRequest",
+                    "CreateContainerResponse",
+                ),
+                m(
+                    "Update",
+                    "update",
+                    "UpdateContainerRequest",
+                    "UpdateContainerResponse",
+                ),
                 m("Delete", "delete", "DeleteContainerRequest", "Empty"),
             ],
         ),
@@ -165,10 +289,20 @@ fn main() {
             "containerd.services.tasks.v1",
             "Tasks",
             vec![
-                m("Create", "create", "CreateTaskRequest", "CreateTaskResponse"),
+                m(
+                    "Create",
+                    "create",
+                    "CreateTaskRequest",
+                    "CreateTaskResponse",
+                ),
                 m("Start", "start", "StartRequest", "StartResponse"),
                 m("Delete", "delete", "DeleteTaskRequest", "DeleteResponse"),
-                m("DeleteProcess", "delete_process", "DeleteProcessRequest", "DeleteResponse"),
+                m(
+                    "DeleteProcess",
+                    "delete_process",
+                    "DeleteProcessRequest",
+                    "DeleteResponse",
+                ),
                 m("Get", "get", "GetRequest", "GetResponse"),
                 m("List", "list", "ListTasksRequest", "ListTasksResponse"),
                 m("Kill", "kill", "KillRequest", "Empty"),
@@ -177,8 +311,18 @@ fn main() {
                 m("CloseIO", "close_io", "CloseIoRequest", "Empty"),
                 m("Pause", "pause", "PauseTaskRequest", "Empty"),
                 m("Resume", "resume", "ResumeTaskRequest", "Empty"),
-                m("ListPids", "list_pids", "ListPidsRequest", "ListPidsResponse"),
-                m("Checkpoint", "checkpoint", "CheckpointTaskRequest", "CheckpointTaskResponse"),
+                m(
+                    "ListPids",
+                    "list_pids",
+                    "ListPidsRequest",
+                    "ListPidsResponse",
+                ),
+                m(
+                    "Checkpoint",
+                    "checkpoint",
+                    "CheckpointTaskRequest",
+                    "CheckpointTaskResponse",
+                ),
                 m("Update", "update", "UpdateTaskRequest", "Empty"),
                 m("Metrics", "metrics", "MetricsRequest", "MetricsResponse"),
                 m("Wait", "wait", "WaitRequest", "WaitResponse"),
@@ -192,8 +336,16 @@ fn main() {
         service(
             "containerd.services.streaming.v1",
             "Streaming",
-            vec![bidi(m("Stream", "stream", "::prost_types::Any", "::prost_types::Any"))],
+            vec![bidi(m(
+                "Stream",
+                "stream",
+                "::prost_types::Any",
+                "::prost_types::Any",
+            ))],
         ),
     ];
-    Builder::new().build_client(false).build_server(true).compile(&services);
+    Builder::new()
+        .build_client(false)
+        .build_server(true)
+        .compile(&services);
 }

@@ -48,21 +48,30 @@ impl Default for Exchange {
 /// Validates a topic the way containerd does: `/` then non-empty components of identifier chars.
 pub fn validate_topic(topic: &str) -> Result<()> {
     let Some(rest) = topic.strip_prefix('/') else {
-        return Err(Error::InvalidArgument(format!("topic {topic:?} must start with '/'")));
+        return Err(Error::InvalidArgument(format!(
+            "topic {topic:?} must start with '/'"
+        )));
     };
     if rest.is_empty()
         || rest.split('/').any(|c| {
-            c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            c.is_empty()
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         })
     {
-        return Err(Error::InvalidArgument(format!("topic {topic:?} has an invalid component")));
+        return Err(Error::InvalidArgument(format!(
+            "topic {topic:?} has an invalid component"
+        )));
     }
     Ok(())
 }
 
 impl Exchange {
     pub fn new() -> Self {
-        Exchange { tx: broadcast::channel(BUFFER).0 }
+        Exchange {
+            tx: broadcast::channel(BUFFER).0,
+        }
     }
 
     /// Publishes an event to every current subscriber.
@@ -73,7 +82,10 @@ impl Exchange {
 
     /// Subscribes with containerd filters (`topic==/tasks/exit`, `namespace==x`, `topic~=…`).
     pub fn subscribe<S: AsRef<str>>(&self, filters: &[S]) -> Result<Subscription> {
-        Ok(Subscription { rx: self.tx.subscribe(), filter: Filter::parse(filters)? })
+        Ok(Subscription {
+            rx: self.tx.subscribe(),
+            filter: Filter::parse(filters)?,
+        })
     }
 }
 
@@ -125,7 +137,10 @@ mod tests {
         x.publish(ev("a", "/tasks/exit"));
         assert_eq!(all.next().await.unwrap().topic, "/tasks/exit");
         let e = exits.next().await.unwrap();
-        assert_eq!((e.namespace.as_str(), e.topic.as_str()), ("a", "/tasks/exit"));
+        assert_eq!(
+            (e.namespace.as_str(), e.topic.as_str()),
+            ("a", "/tasks/exit")
+        );
         assert_eq!(re.next().await.unwrap().topic, "/images/create");
         assert!(x.subscribe(&["topic=="]).is_err());
     }

@@ -42,7 +42,10 @@ impl Default for Config {
 
 impl Default for Grpc {
     fn default() -> Self {
-        Grpc { address: "/run/wharf/wharfd.sock".into(), gid: 0 }
+        Grpc {
+            address: "/run/wharf/wharfd.sock".into(),
+            gid: 0,
+        }
     }
 }
 
@@ -51,7 +54,9 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> Result<Config> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text).with_context(|| format!("config {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
             Err(e) => Err(e).with_context(|| format!("read config {}", path.display())),
         }
     }
@@ -71,7 +76,9 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("/x"));
         assert_eq!(c.grpc.address, PathBuf::from("/y.sock"));
         assert_eq!(c.state, PathBuf::from("/run/wharf"));
-        let err = Config::parse("[grpc]\nadress = \"/y\"\n").unwrap_err().to_string();
+        let err = Config::parse("[grpc]\nadress = \"/y\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("adress"), "{err}");
     }
 

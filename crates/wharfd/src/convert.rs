@@ -26,7 +26,10 @@ pub fn fieldpaths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
 }
 
 pub fn namespace_pb(n: &Namespace) -> pb::Namespace {
-    pb::Namespace { name: n.name.clone(), labels: labels_pb(&n.labels) }
+    pb::Namespace {
+        name: n.name.clone(),
+        labels: labels_pb(&n.labels),
+    }
 }
 
 pub fn content_info_pb(i: &ContentInfo) -> pb::Info {
@@ -46,7 +49,11 @@ pub fn ingest_status_pb(s: &IngestStatus) -> pb::Status {
         r#ref: s.reference.clone(),
         offset: s.offset as i64,
         total: s.total as i64,
-        expected: s.expected.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+        expected: s
+            .expected
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -90,5 +97,9 @@ pub fn image_pb(i: &Image) -> pb::Image {
 }
 
 pub fn lease_pb(l: &Lease) -> pb::Lease {
-    pb::Lease { id: l.id.clone(), created_at: ts(l.created_at), labels: labels_pb(&l.labels) }
+    pb::Lease {
+        id: l.id.clone(),
+        created_at: ts(l.created_at),
+        labels: labels_pb(&l.labels),
+    }
 }

@@ -14,7 +14,9 @@ pub fn to_status(e: Error) -> Status {
         Error::NotImplemented(_) => Code::Unimplemented,
         Error::Aborted(_) => Code::Aborted,
         Error::OutOfRange(_) => Code::OutOfRange,
-        Error::Io { source, .. } if source.raw_os_error() == Some(libc_enospc()) => Code::ResourceExhausted,
+        Error::Io { source, .. } if source.raw_os_error() == Some(libc_enospc()) => {
+            Code::ResourceExhausted
+        }
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
         Error::Io { .. } | Error::Internal(_) => Code::Internal,
     };
@@ -45,14 +47,26 @@ mod tests {
 
     #[test]
     fn codes_match_containerd() {
-        assert_eq!(to_status(Error::NotFound("content sha256:x".into())).code(), Code::NotFound);
+        assert_eq!(
+            to_status(Error::NotFound("content sha256:x".into())).code(),
+            Code::NotFound
+        );
         assert_eq!(
             to_status(Error::NotFound("content sha256:x".into())).message(),
             "content sha256:x: not found"
         );
-        assert_eq!(to_status(Error::AlreadyExists("x".into())).code(), Code::AlreadyExists);
-        assert_eq!(to_status(Error::FailedPrecondition("x".into())).code(), Code::FailedPrecondition);
+        assert_eq!(
+            to_status(Error::AlreadyExists("x".into())).code(),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            to_status(Error::FailedPrecondition("x".into())).code(),
+            Code::FailedPrecondition
+        );
         let enospc = std::io::Error::from_raw_os_error(28);
-        assert_eq!(to_status(Error::io("write", enospc)).code(), Code::ResourceExhausted);
+        assert_eq!(
+            to_status(Error::io("write", enospc)).code(),
+            Code::ResourceExhausted
+        );
     }
 }

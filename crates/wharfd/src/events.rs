@@ -31,7 +31,10 @@ pub fn envelope(e: &Event) -> types::Envelope {
         timestamp: Some(e.timestamp.into()),
         namespace: e.namespace.clone(),
         topic: e.topic.clone(),
-        event: Some(prost_types::Any { type_url: e.type_url.clone(), value: e.value.clone() }),
+        event: Some(prost_types::Any {
+            type_url: e.type_url.clone(),
+            value: e.value.clone(),
+        }),
     }
 }
 
@@ -41,7 +44,10 @@ pub fn from_envelope(env: types::Envelope) -> Result<Event, Status> {
     wharf_core::identifiers::validate(&env.namespace).map_status()?;
     let any = env.event.unwrap_or_default();
     Ok(Event {
-        timestamp: env.timestamp.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now),
+        timestamp: env
+            .timestamp
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .unwrap_or_else(SystemTime::now),
         namespace: env.namespace,
         topic: env.topic,
         type_url: any.type_url,
@@ -69,7 +75,10 @@ impl Events for EventsService {
     }
 
     async fn forward(&self, req: Request<pb::ForwardRequest>) -> Result<Response<Empty>, Status> {
-        let env = req.into_inner().envelope.ok_or_else(|| Status::invalid_argument("envelope must be set"))?;
+        let env = req
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("envelope must be set"))?;
         self.0.exchange.publish(from_envelope(env)?);
         Ok(Response::new(()))
     }
@@ -80,7 +89,11 @@ impl Events for EventsService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let mut sub = self.0.exchange.subscribe(&req.into_inner().filters).map_status()?;
+        let mut sub = self
+            .0
+            .exchange
+            .subscribe(&req.into_inner().filters)
+            .map_status()?;
         let stream = async_stream::stream! {
             while let Some(e) = sub.next().await {
                 yield Ok(envelope(&e));

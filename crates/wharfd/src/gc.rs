@@ -30,7 +30,12 @@ impl GcScheduler {
     /// Starts the background task on the current runtime.
     pub fn start(db: Db, snapshotters: Vec<SnapshotStore>) -> Self {
         let s = GcScheduler {
-            inner: Arc::new(Inner { db, snapshotters, notify: Notify::new(), running: Mutex::new(()) }),
+            inner: Arc::new(Inner {
+                db,
+                snapshotters,
+                notify: Notify::new(),
+                running: Mutex::new(()),
+            }),
         };
         let bg = s.clone();
         tokio::spawn(async move {

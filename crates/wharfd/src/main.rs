@@ -67,7 +67,12 @@ fn run() -> Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level {:?}", config.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     // One thread serves the API; blocking work (hashing, unpacking, fsync) goes to the blocking pool.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -82,22 +87,26 @@ fn run() -> Result<()> {
 async fn serve(config: Config) -> Result<()> {
     let address = config.grpc.address.clone();
     let gid = config.grpc.gid;
-    let listener = socket::listen(&address, gid)?;
+    // Refuse early if another daemon serves here; bind the API socket last, so that a client that
+    // can connect finds every service (and the ttrpc address) ready.
+    socket::prepare(&address)?;
     let ttrpc_path = socket::ttrpc_path(&address);
     socket::prepare(&ttrpc_path)?;
     let daemon = server::Daemon::open(config)?;
     let mut ttrpc = ttrpc_events::serve(&ttrpc_path, daemon.exchange.clone()).await?;
     socket::chmod(&ttrpc_path, gid)?;
+    let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
 
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "install SIGTERM handler");
-                return std::future::pending().await;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "install SIGTERM handler");
+                    return std::future::pending().await;
+                }
+            };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),

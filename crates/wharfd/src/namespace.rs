@@ -13,9 +13,7 @@ pub fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
         .get(NAMESPACE_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Status::failed_precondition("namespace is required: failed precondition")
-        })?;
+        .ok_or_else(|| Status::failed_precondition("namespace is required: failed precondition"))?;
     wharf_core::identifiers::validate(ns)
         .map_err(|e| Status::invalid_argument(format!("namespace validation: {e}")))?;
     Ok(ns.to_string())

@@ -39,7 +39,10 @@ impl Daemon {
         create_dir(root, 0o711)?;
         create_dir(&config.state, 0o711)?;
         let content = Store::open(root.join("io.containerd.content.v1.content"))?;
-        let db = Db::open(&root.join("io.containerd.metadata.v1.redb").join("meta.db"), content)?;
+        let db = Db::open(
+            &root.join("io.containerd.metadata.v1.redb").join("meta.db"),
+            content,
+        )?;
         let mut snapshotters = BTreeMap::new();
         let mut backends: Vec<(&str, Arc<dyn Backend>)> = vec![("native", Arc::new(Native))];
         if Overlay::supported() {
@@ -58,7 +61,13 @@ impl Daemon {
         }
         let gc = GcScheduler::start(db.clone(), snapshotters.values().cloned().collect());
         let uuid = load_uuid(&root.join("uuid"))?;
-        Ok(Arc::new(Daemon { db, exchange: Exchange::new(), gc, snapshotters, uuid }))
+        Ok(Arc::new(Daemon {
+            db,
+            exchange: Exchange::new(),
+            gc,
+            snapshotters,
+            uuid,
+        }))
     }
 }
 
@@ -88,7 +97,14 @@ fn load_uuid(path: &Path) -> Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = wharf_hex(&b);
-    let uuid = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, &uuid).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
@@ -107,17 +123,29 @@ pub fn router(d: Arc<Daemon>) -> Router {
     Server::builder()
         .add_service(health)
         .add_service(version::version_server::VersionServer::new(VersionService))
-        .add_service(introspection::introspection_server::IntrospectionServer::new(IntrospectionService(
-            d.clone(),
-        )))
-        .add_service(namespaces::namespaces_server::NamespacesServer::new(NamespacesService(d.clone())))
+        .add_service(
+            introspection::introspection_server::IntrospectionServer::new(IntrospectionService(
+                d.clone(),
+            )),
+        )
+        .add_service(namespaces::namespaces_server::NamespacesServer::new(
+            NamespacesService(d.clone()),
+        ))
         .add_service(
             content::content_server::ContentServer::new(ContentService(d.clone()))
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
         )
-        .add_service(images::images_server::ImagesServer::new(ImagesService(d.clone())))
-        .add_service(leases::leases_server::LeasesServer::new(LeasesService(d.clone())))
-        .add_service(events_service::events_server::EventsServer::new(EventsService(d.clone())))
-        .add_service(snapshots::snapshots_server::SnapshotsServer::new(SnapshotsService(d)))
+        .add_service(images::images_server::ImagesServer::new(ImagesService(
+            d.clone(),
+        )))
+        .add_service(leases::leases_server::LeasesServer::new(LeasesService(
+            d.clone(),
+        )))
+        .add_service(events_service::events_server::EventsServer::new(
+            EventsService(d.clone()),
+        ))
+        .add_service(snapshots::snapshots_server::SnapshotsServer::new(
+            SnapshotsService(d),
+        ))
 }

@@ -28,7 +28,8 @@ pub fn prepare(path: &Path) -> Result<()> {
         if UnixStream::connect(path).is_ok() {
             bail!("another daemon is already serving on {}", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("remove stale socket {}", path.display()))?;
     }
     Ok(())
 }

@@ -19,13 +19,19 @@ fn invalid(msg: String) -> ttrpc::Error {
 #[async_trait::async_trait]
 impl Events for Forwarder {
     async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
-        let env = req.envelope.into_option().ok_or_else(|| invalid("envelope must be set".into()))?;
+        let env = req
+            .envelope
+            .into_option()
+            .ok_or_else(|| invalid("envelope must be set".into()))?;
         validate_topic(&env.topic).map_err(|e| invalid(e.to_string()))?;
         wharf_core::identifiers::validate(&env.namespace).map_err(|e| invalid(e.to_string()))?;
         let timestamp = env
             .timestamp
             .as_ref()
-            .map(|t| SystemTime::UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32))
+            .map(|t| {
+                SystemTime::UNIX_EPOCH
+                    + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
+            })
             .unwrap_or_else(SystemTime::now);
         let any = env.event.into_option().unwrap_or_default();
         self.0.publish(Event {

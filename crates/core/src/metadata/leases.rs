@@ -71,7 +71,14 @@ pub fn lease_expiry(l: &Lease) -> Option<SystemTime> {
 
 impl Db {
     pub fn lease_create(&self, ns: &str, id: &str, labels: Labels) -> Result<Lease> {
-        identifiers::validate(id)?;
+        // Lease ids are keys only (never paths); containerd accepts any non-empty id, and its
+        // client generates ones like `604563267-_yZ9` that identifier rules would refuse.
+        if id.is_empty() || id.len() > 1024 {
+            return Err(Error::InvalidArgument(
+                "lease id must be provided (at most 1024 bytes)".into(),
+            ));
+        }
+        identifiers::validate(ns)?;
         validate_labels(&labels)?;
         let tx = self.write()?;
         namespaces::ensure(&tx, ns)?;

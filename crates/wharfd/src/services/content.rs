@@ -36,17 +36,27 @@ fn digest(s: &str) -> Result<Digest, Status> {
 
 #[tonic::async_trait]
 impl Content for ContentService {
-    async fn info(&self, req: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        req: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
         let ns = namespace(&req)?;
         let d = digest(&req.into_inner().digest)?;
         let info = self.0.db.content_info(&ns, &d).map_status()?;
-        Ok(Response::new(pb::InfoResponse { info: Some(content_info_pb(&info)) }))
+        Ok(Response::new(pb::InfoResponse {
+            info: Some(content_info_pb(&info)),
+        }))
     }
 
-    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("info must be set"))?;
+        let info = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("info must be set"))?;
         let d = digest(&info.digest)?;
         let info = self
             .0
@@ -55,41 +65,65 @@ impl Content for ContentService {
             .map_status()?;
         // Labels are references: changing them can release content.
         self.0.gc.trigger();
-        Ok(Response::new(pb::UpdateResponse { info: Some(content_info_pb(&info)) }))
+        Ok(Response::new(pb::UpdateResponse {
+            info: Some(content_info_pb(&info)),
+        }))
     }
 
     type ListStream = BoxStream<pb::ListContentResponse>;
 
-    async fn list(&self, req: Request<pb::ListContentRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_status()?;
         let infos = self.0.db.content_list(&ns, &filter).map_status()?;
         // containerd batches list results to keep messages small.
         let batches: Vec<Result<pb::ListContentResponse, Status>> = infos
             .chunks(100)
-            .map(|c| Ok(pb::ListContentResponse { info: c.iter().map(content_info_pb).collect() }))
+            .map(|c| {
+                Ok(pb::ListContentResponse {
+                    info: c.iter().map(content_info_pb).collect(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteContentRequest>) -> Result<Response<Empty>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteContentRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
         let d = digest(&req.into_inner().digest)?;
         self.0.db.content_delete(&ns, &d).map_status()?;
-        publish(&self.0.exchange, &ns, "/content/delete", &pb_events::ContentDelete { digest: d.to_string() });
+        publish(
+            &self.0.exchange,
+            &ns,
+            "/content/delete",
+            &pb_events::ContentDelete {
+                digest: d.to_string(),
+            },
+        );
         self.0.gc.trigger();
         Ok(Response::new(()))
     }
 
     type ReadStream = BoxStream<pb::ReadContentResponse>;
 
-    async fn read(&self, req: Request<pb::ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<pb::ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let d = digest(&r.digest)?;
         let info = self.0.db.content_info(&ns, &d).map_status()?;
         if r.offset < 0 || r.size < 0 {
-            return Err(Status::invalid_argument("offset and size must not be negative"));
+            return Err(Status::invalid_argument(
+                "offset and size must not be negative",
+            ));
         }
         let (offset, size) = (r.offset as u64, r.size as u64);
         if offset > info.size {
@@ -98,7 +132,11 @@ impl Content for ContentService {
                 info.size
             )));
         }
-        let end = if size == 0 { info.size } else { (offset + size).min(info.size) };
+        let end = if size == 0 {
+            info.size
+        } else {
+            (offset + size).min(info.size)
+        };
         let path = self.0.db.content_store().blob_path(&d);
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -123,10 +161,19 @@ impl Content for ContentService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let ns = namespace(&req)?;
-        let st = self.0.db.content_status(&ns, &req.into_inner().r#ref).map_status()?;
-        Ok(Response::new(pb::StatusResponse { status: Some(ingest_status_pb(&st)) }))
+        let st = self
+            .0
+            .db
+            .content_status(&ns, &req.into_inner().r#ref)
+            .map_status()?;
+        Ok(Response::new(pb::StatusResponse {
+            status: Some(ingest_status_pb(&st)),
+        }))
     }
 
     async fn list_statuses(
@@ -135,8 +182,14 @@ impl Content for ContentService {
     ) -> Result<Response<pb::ListStatusesResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_status()?;
-        let statuses =
-            self.0.db.content_list_statuses(&ns, &filter).map_status()?.iter().map(ingest_status_pb).collect();
+        let statuses = self
+            .0
+            .db
+            .content_list_statuses(&ns, &filter)
+            .map_status()?
+            .iter()
+            .map(ingest_status_pb)
+            .collect();
         Ok(Response::new(pb::ListStatusesResponse { statuses }))
     }
 
@@ -151,12 +204,22 @@ impl Content for ContentService {
         let mut incoming = req.into_inner();
         let first = match incoming.next().await {
             Some(m) => m?,
-            None => return Err(Status::invalid_argument("write stream ended before its first message")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "write stream ended before its first message",
+                ))
+            }
         };
         if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument("first message must have a reference"));
+            return Err(Status::invalid_argument(
+                "first message must have a reference",
+            ));
         }
-        let expected = if first.expected.is_empty() { None } else { Some(digest(&first.expected)?) };
+        let expected = if first.expected.is_empty() {
+            None
+        } else {
+            Some(digest(&first.expected)?)
+        };
         let total = first.total.max(0) as u64;
         // Opening may hash a resumed ingest: keep it off the async threads.
         let db = self.0.db.clone();
@@ -197,7 +260,10 @@ impl Content for ContentService {
                     &daemon.exchange,
                     &ns3,
                     "/content/create",
-                    &pb_events::ContentCreate { digest: d.to_string(), size: size as i64 },
+                    &pb_events::ContentCreate {
+                        digest: d.to_string(),
+                        size: size as i64,
+                    },
                 );
             }
             drop(out);
@@ -207,7 +273,10 @@ impl Content for ContentService {
 
     async fn abort(&self, req: Request<pb::AbortRequest>) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
-        self.0.db.content_abort(&ns, &req.into_inner().r#ref).map_status()?;
+        self.0
+            .db
+            .content_abort(&ns, &req.into_inner().r#ref)
+            .map_status()?;
         Ok(Response::new(()))
     }
 }
@@ -229,7 +298,9 @@ fn ingest_loop(
     };
     while let Some(req) = rx.blocking_recv() {
         let Some(w) = writer.as_mut() else {
-            return fail(Status::failed_precondition("write stream already committed"));
+            return fail(Status::failed_precondition(
+                "write stream already committed",
+            ));
         };
         if !req.expected.is_empty() {
             match Digest::parse(&req.expected) {
@@ -244,7 +315,10 @@ fn ingest_loop(
             }
         }
         let action = req.action;
-        let mut resp = pb::WriteContentResponse { action, ..Default::default() };
+        let mut resp = pb::WriteContentResponse {
+            action,
+            ..Default::default()
+        };
         if action == pb::WriteAction::Stat as i32 {
             let st = w.status();
             resp.started_at = ts(st.started_at);
@@ -252,7 +326,9 @@ fn ingest_loop(
             resp.offset = st.offset as i64;
             resp.total = total as i64;
             resp.digest = w.digest().to_string();
-        } else if action == pb::WriteAction::Write as i32 || action == pb::WriteAction::Commit as i32 {
+        } else if action == pb::WriteAction::Write as i32
+            || action == pb::WriteAction::Commit as i32
+        {
             if req.offset < 0 {
                 return fail(Status::invalid_argument("offset must not be negative"));
             }
@@ -267,7 +343,7 @@ fn ingest_loop(
             resp.offset = st.offset as i64;
             resp.total = total as i64;
             if action == pb::WriteAction::Commit as i32 {
-                let Some(w) = writer.take() else { return None };
+                let w = writer.take()?;
                 let size = w.offset();
                 match w.commit(total, expected.clone(), labels(req.labels)) {
                     Ok(d) => {
@@ -280,7 +356,9 @@ fn ingest_loop(
             }
             resp.digest = w.digest().to_string();
         } else {
-            return fail(Status::invalid_argument(format!("unknown write action {action}")));
+            return fail(Status::invalid_argument(format!(
+                "unknown write action {action}"
+            )));
         }
         if tx.blocking_send(Ok(resp)).is_err() {
             break;

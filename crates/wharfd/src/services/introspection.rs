@@ -38,8 +38,17 @@ pub fn plugins(d: &Daemon) -> Vec<pb::Plugin> {
         list.push(("io.containerd.snapshotter.v1", name.clone()));
     }
     for s in [
-        "containers", "content", "diff", "events", "images", "introspection", "leases", "namespaces",
-        "snapshots", "version", "healthcheck",
+        "containers",
+        "content",
+        "diff",
+        "events",
+        "images",
+        "introspection",
+        "leases",
+        "namespaces",
+        "snapshots",
+        "version",
+        "healthcheck",
     ] {
         list.push(("io.containerd.grpc.v1", s.into()));
     }
@@ -63,9 +72,15 @@ pub fn plugins(d: &Daemon) -> Vec<pb::Plugin> {
 
 #[tonic::async_trait]
 impl Introspection for IntrospectionService {
-    async fn plugins(&self, req: Request<pb::PluginsRequest>) -> Result<Response<pb::PluginsResponse>, Status> {
+    async fn plugins(
+        &self,
+        req: Request<pb::PluginsRequest>,
+    ) -> Result<Response<pb::PluginsResponse>, Status> {
         let filter = Filter::parse(&req.into_inner().filters).map_status()?;
-        let plugins = plugins(&self.0).into_iter().filter(|p| filter.matches(&View(p))).collect();
+        let plugins = plugins(&self.0)
+            .into_iter()
+            .filter(|p| filter.matches(&View(p)))
+            .collect();
         Ok(Response::new(pb::PluginsResponse { plugins }))
     }
 
@@ -82,11 +97,15 @@ impl Introspection for IntrospectionService {
         &self,
         _req: Request<pb::PluginInfoRequest>,
     ) -> Result<Response<pb::PluginInfoResponse>, Status> {
-        Err(Status::unimplemented("plugin info is not implemented by wharfd"))
+        Err(Status::unimplemented(
+            "plugin info is not implemented by wharfd",
+        ))
     }
 }
 
 fn pidns() -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0)
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
 }

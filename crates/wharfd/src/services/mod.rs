@@ -11,4 +11,5 @@ pub mod version;
 use std::pin::Pin;
 
 /// The stream type of server-streaming methods.
-pub type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+pub type BoxStream<T> =
+    Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;

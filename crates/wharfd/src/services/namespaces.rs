@@ -18,8 +18,14 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<pb::GetNamespaceRequest>,
     ) -> Result<Response<pb::GetNamespaceResponse>, Status> {
-        let ns = self.0.db.namespace_get(&req.into_inner().name).map_status()?;
-        Ok(Response::new(pb::GetNamespaceResponse { namespace: Some(namespace_pb(&ns)) }))
+        let ns = self
+            .0
+            .db
+            .namespace_get(&req.into_inner().name)
+            .map_status()?;
+        Ok(Response::new(pb::GetNamespaceResponse {
+            namespace: Some(namespace_pb(&ns)),
+        }))
     }
 
     async fn list(
@@ -54,10 +60,19 @@ impl Namespaces for NamespacesService {
         req: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
         let n = req.into_inner().namespace.unwrap_or_default();
-        let ns = self.0.db.namespace_create(&n.name, labels(n.labels)).map_status()?;
-        let ev = pb_events::NamespaceCreate { name: ns.name.clone(), labels: n_labels(&ns) };
+        let ns = self
+            .0
+            .db
+            .namespace_create(&n.name, labels(n.labels))
+            .map_status()?;
+        let ev = pb_events::NamespaceCreate {
+            name: ns.name.clone(),
+            labels: n_labels(&ns),
+        };
         publish(&self.0.exchange, &ns.name, "/namespaces/create", &ev);
-        Ok(Response::new(pb::CreateNamespaceResponse { namespace: Some(namespace_pb(&ns)) }))
+        Ok(Response::new(pb::CreateNamespaceResponse {
+            namespace: Some(namespace_pb(&ns)),
+        }))
     }
 
     async fn update(
@@ -71,15 +86,28 @@ impl Namespaces for NamespacesService {
             .db
             .namespace_update(&n.name, &labels(n.labels), &fieldpaths(r.update_mask))
             .map_status()?;
-        let ev = pb_events::NamespaceUpdate { name: ns.name.clone(), labels: n_labels(&ns) };
+        let ev = pb_events::NamespaceUpdate {
+            name: ns.name.clone(),
+            labels: n_labels(&ns),
+        };
         publish(&self.0.exchange, &ns.name, "/namespaces/update", &ev);
-        Ok(Response::new(pb::UpdateNamespaceResponse { namespace: Some(namespace_pb(&ns)) }))
+        Ok(Response::new(pb::UpdateNamespaceResponse {
+            namespace: Some(namespace_pb(&ns)),
+        }))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteNamespaceRequest>) -> Result<Response<Empty>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteNamespaceRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let name = req.into_inner().name;
         self.0.db.namespace_delete(&name).map_status()?;
-        publish(&self.0.exchange, &name, "/namespaces/delete", &pb_events::NamespaceDelete { name: name.clone() });
+        publish(
+            &self.0.exchange,
+            &name,
+            "/namespaces/delete",
+            &pb_events::NamespaceDelete { name: name.clone() },
+        );
         Ok(Response::new(()))
     }
 }

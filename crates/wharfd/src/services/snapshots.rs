@@ -33,7 +33,12 @@ impl SnapshotsService {
 
 pub fn mounts_pb(m: Vec<Mount>) -> Vec<types::Mount> {
     m.into_iter()
-        .map(|m| types::Mount { r#type: m.kind, source: m.source, target: String::new(), options: m.options })
+        .map(|m| types::Mount {
+            r#type: m.kind,
+            source: m.source,
+            target: String::new(),
+            options: m.options,
+        })
         .collect()
 }
 
@@ -72,9 +77,15 @@ impl Snapshots for SnapshotsService {
         .await
         .map_err(|e| Status::internal(format!("prepare: {e}")))?
         .map_status()?;
-        let ev = pb_events::SnapshotPrepare { key: r.key, parent: r.parent, snapshotter: r.snapshotter };
+        let ev = pb_events::SnapshotPrepare {
+            key: r.key,
+            parent: r.parent,
+            snapshotter: r.snapshotter,
+        };
         publish(&self.0.exchange, &ns, "/snapshot/prepare", &ev);
-        Ok(Response::new(sp::PrepareSnapshotResponse { mounts: mounts_pb(mounts) }))
+        Ok(Response::new(sp::PrepareSnapshotResponse {
+            mounts: mounts_pb(mounts),
+        }))
     }
 
     async fn view(
@@ -86,34 +97,60 @@ impl Snapshots for SnapshotsService {
         let r = req.into_inner();
         let s = self.store(&r.snapshotter)?.clone();
         let mounts = tokio::task::spawn_blocking(move || {
-            s.view(&ns, &r.key, Some(r.parent.as_str()), labels(r.labels), lease.as_deref())
+            s.view(
+                &ns,
+                &r.key,
+                Some(r.parent.as_str()),
+                labels(r.labels),
+                lease.as_deref(),
+            )
         })
         .await
         .map_err(|e| Status::internal(format!("view: {e}")))?
         .map_status()?;
-        Ok(Response::new(sp::ViewSnapshotResponse { mounts: mounts_pb(mounts) }))
+        Ok(Response::new(sp::ViewSnapshotResponse {
+            mounts: mounts_pb(mounts),
+        }))
     }
 
-    async fn mounts(&self, req: Request<sp::MountsRequest>) -> Result<Response<sp::MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        req: Request<sp::MountsRequest>,
+    ) -> Result<Response<sp::MountsResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let mounts = self.store(&r.snapshotter)?.mounts(&ns, &r.key).map_status()?;
-        Ok(Response::new(sp::MountsResponse { mounts: mounts_pb(mounts) }))
+        let mounts = self
+            .store(&r.snapshotter)?
+            .mounts(&ns, &r.key)
+            .map_status()?;
+        Ok(Response::new(sp::MountsResponse {
+            mounts: mounts_pb(mounts),
+        }))
     }
 
-    async fn commit(&self, req: Request<sp::CommitSnapshotRequest>) -> Result<Response<Empty>, Status> {
+    async fn commit(
+        &self,
+        req: Request<sp::CommitSnapshotRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
         let lease = lease(&req);
         let r = req.into_inner();
         self.store(&r.snapshotter)?
             .commit(&ns, &r.name, &r.key, labels(r.labels), lease.as_deref())
             .map_status()?;
-        let ev = pb_events::SnapshotCommit { key: r.key, name: r.name, snapshotter: r.snapshotter };
+        let ev = pb_events::SnapshotCommit {
+            key: r.key,
+            name: r.name,
+            snapshotter: r.snapshotter,
+        };
         publish(&self.0.exchange, &ns, "/snapshot/commit", &ev);
         Ok(Response::new(()))
     }
 
-    async fn remove(&self, req: Request<sp::RemoveSnapshotRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove(
+        &self,
+        req: Request<sp::RemoveSnapshotRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let s = self.store(&r.snapshotter)?.clone();
@@ -122,7 +159,10 @@ impl Snapshots for SnapshotsService {
             .await
             .map_err(|e| Status::internal(format!("remove: {e}")))?
             .map_status()?;
-        let ev = pb_events::SnapshotRemove { key: r.key, snapshotter: r.snapshotter };
+        let ev = pb_events::SnapshotRemove {
+            key: r.key,
+            snapshotter: r.snapshotter,
+        };
         publish(&self.0.exchange, &ns, "/snapshot/remove", &ev);
         Ok(Response::new(()))
     }
@@ -134,7 +174,9 @@ impl Snapshots for SnapshotsService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let info = self.store(&r.snapshotter)?.stat(&ns, &r.key).map_status()?;
-        Ok(Response::new(sp::StatSnapshotResponse { info: Some(info_pb(&info)) }))
+        Ok(Response::new(sp::StatSnapshotResponse {
+            info: Some(info_pb(&info)),
+        }))
     }
 
     async fn update(
@@ -143,30 +185,52 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<sp::UpdateSnapshotResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("info must be set"))?;
+        let info = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("info must be set"))?;
         let updated = self
             .store(&r.snapshotter)?
-            .update(&ns, &info.name, &labels(info.labels), &fieldpaths(r.update_mask))
+            .update(
+                &ns,
+                &info.name,
+                &labels(info.labels),
+                &fieldpaths(r.update_mask),
+            )
             .map_status()?;
         self.0.gc.trigger();
-        Ok(Response::new(sp::UpdateSnapshotResponse { info: Some(info_pb(&updated)) }))
+        Ok(Response::new(sp::UpdateSnapshotResponse {
+            info: Some(info_pb(&updated)),
+        }))
     }
 
     type ListStream = crate::services::BoxStream<sp::ListSnapshotsResponse>;
 
-    async fn list(&self, req: Request<sp::ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<sp::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let filter = Filter::parse(&r.filters).map_status()?;
-        let infos = self.store(&r.snapshotter)?.walk(&ns, &filter).map_status()?;
+        let infos = self
+            .store(&r.snapshotter)?
+            .walk(&ns, &filter)
+            .map_status()?;
         let batches: Vec<Result<sp::ListSnapshotsResponse, Status>> = infos
             .chunks(100)
-            .map(|c| Ok(sp::ListSnapshotsResponse { info: c.iter().map(info_pb).collect() }))
+            .map(|c| {
+                Ok(sp::ListSnapshotsResponse {
+                    info: c.iter().map(info_pb).collect(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    async fn usage(&self, req: Request<sp::UsageRequest>) -> Result<Response<sp::UsageResponse>, Status> {
+    async fn usage(
+        &self,
+        req: Request<sp::UsageRequest>,
+    ) -> Result<Response<sp::UsageResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let s = self.store(&r.snapshotter)?.clone();
@@ -174,7 +238,10 @@ impl Snapshots for SnapshotsService {
             .await
             .map_err(|e| Status::internal(format!("usage: {e}")))?
             .map_status()?;
-        Ok(Response::new(sp::UsageResponse { size: u.size, inodes: u.inodes }))
+        Ok(Response::new(sp::UsageResponse {
+            size: u.size,
+            inodes: u.inodes,
+        }))
     }
 
     async fn cleanup(&self, req: Request<sp::CleanupRequest>) -> Result<Response<Empty>, Status> {

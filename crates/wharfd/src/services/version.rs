@@ -14,7 +14,9 @@ impl Version for VersionService {
     async fn version(&self, _req: Request<Empty>) -> Result<Response<pb::VersionResponse>, Status> {
         Ok(Response::new(pb::VersionResponse {
             version: VERSION.to_string(),
-            revision: option_env!("WHARF_REVISION").unwrap_or("unknown").to_string(),
+            revision: option_env!("WHARF_REVISION")
+                .unwrap_or("unknown")
+                .to_string(),
         }))
     }
 }
