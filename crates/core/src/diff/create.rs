@@ -1,0 +1,1 @@
+//! Creating layers (filled in next).

@@ -1,0 +1,11 @@
+//! Layers: applying an OCI layer tar to a directory ([`apply`]) and creating one from the changes
+//! between two trees ([`create`]), with path handling confined to the target ([`safepath`]).
+
+pub mod apply;
+pub mod create;
+pub mod safepath;
+
+pub use apply::{apply_layer, sync_fs, ApplyMode, ApplyResult, Compression};
+
+#[cfg(test)]
+mod tests;
