@@ -12,6 +12,7 @@ pub struct Wharfd {
     pub root: PathBuf,
     pub state: PathBuf,
     pub socket: PathBuf,
+    gc_runs_before: usize,
 }
 
 impl Wharfd {
@@ -29,6 +30,7 @@ impl Wharfd {
             root,
             state,
             socket,
+            gc_runs_before: 0,
         };
         w.spawn()?;
         Ok(w)
@@ -36,6 +38,7 @@ impl Wharfd {
 
     /// Starts wharfd again on the same directories (after [`kill`](Self::kill) or a stop).
     pub fn spawn(&mut self) -> Result<()> {
+        self.gc_runs_before = self.log().matches("gc done").count();
         if !self.dir.path().join("config.toml").exists() {
             std::fs::write(self.dir.path().join("config.toml"), "")?;
         }
@@ -71,7 +74,10 @@ impl Wharfd {
                     bail!("wharfd exited with {st}: {}", self.log());
                 }
             }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            // Ready once it answers and its start-up collection ran (tests then never race it).
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && self.log().matches("gc done").count() > self.gc_runs_before
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(5));

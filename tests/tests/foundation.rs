@@ -453,6 +453,15 @@ fn sigkill_during_write_restarts_cleanly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A GC root, so the collection at restart keeps it (unreferenced content goes, as in containerd).
+    w.ctr_ok(&[
+        "-n",
+        "test",
+        "content",
+        "label",
+        &committed_d,
+        "containerd.io/gc.root=test",
+    ]);
 
     let data = vec![7u8; 6 << 20];
     let digest = images::sha256(&data);

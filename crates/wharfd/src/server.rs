@@ -16,9 +16,9 @@ use crate::config::Config;
 use crate::events::EventsService;
 use crate::gc::GcScheduler;
 use crate::services::{
-    content::ContentService, images::ImagesService, introspection::IntrospectionService,
-    leases::LeasesService, namespaces::NamespacesService, snapshots::SnapshotsService,
-    version::VersionService,
+    content::ContentService, diff::DiffService, images::ImagesService,
+    introspection::IntrospectionService, leases::LeasesService, namespaces::NamespacesService,
+    snapshots::SnapshotsService, version::VersionService,
 };
 
 /// Everything the services share.
@@ -30,6 +30,8 @@ pub struct Daemon {
     pub snapshotters: BTreeMap<String, SnapshotStore>,
     /// This daemon's identity, persisted in `<root>/uuid`.
     pub uuid: String,
+    /// Where the diff service mounts what it cannot apply to directly.
+    pub tmp_mounts: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -61,13 +63,27 @@ impl Daemon {
         }
         let gc = GcScheduler::start(db.clone(), snapshotters.values().cloned().collect());
         let uuid = load_uuid(&root.join("uuid"))?;
+        let tmp_mounts = root.join("tmpmounts");
+        // Mounts left by a crash mid-apply: unmount and remove.
+        cleanup_tmp_mounts(&tmp_mounts);
         Ok(Arc::new(Daemon {
+            tmp_mounts,
             db,
             exchange: Exchange::new(),
             gc,
             snapshotters,
             uuid,
         }))
+    }
+}
+
+fn cleanup_tmp_mounts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let _ = wharf_core::mount::unmount(&e.path());
+        let _ = std::fs::remove_dir(e.path());
     }
 }
 
@@ -146,6 +162,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             EventsService(d.clone()),
         ))
         .add_service(snapshots::snapshots_server::SnapshotsServer::new(
-            SnapshotsService(d),
+            SnapshotsService(d.clone()),
         ))
+        .add_service(diff::diff_server::DiffServer::new(DiffService(d)))
 }

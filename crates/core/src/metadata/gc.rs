@@ -231,7 +231,7 @@ impl Db {
             }
         }
         stats.duration = start.elapsed();
-        tracing::debug!(
+        tracing::info!(
             content = stats.content.len(),
             blobs = stats.blobs,
             leases = stats.leases.len(),

@@ -94,6 +94,8 @@ pub trait Backend: Send + Sync {
     fn create(&self, dir: &Path, parents: &[PathBuf], kind: Kind) -> Result<()>;
     /// The mounts of a snapshot.
     fn mounts(&self, dir: &Path, parents: &[PathBuf], kind: Kind) -> Vec<Mount>;
+    /// How a layer is applied straight into a snapshot's own `fs` directory.
+    fn apply_mode(&self) -> crate::diff::ApplyMode;
 }
 
 /// One snapshotter: its records in metadata plus its backend's directories.
@@ -378,6 +380,23 @@ impl SnapshotStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Where a layer can be applied into the snapshot `key` without mounting anything (its own
+    /// `fs` directory), and how.
+    pub fn apply_target(&self, ns: &str, key: &str) -> Result<(PathBuf, crate::diff::ApplyMode)> {
+        let info = self.get(ns, key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {key} is not active"
+            )));
+        }
+        Ok((self.dir(&info.id).join("fs"), self.backend.apply_mode()))
+    }
+
+    /// The backend's apply mode for its snapshot directories.
+    pub fn apply_mode(&self) -> crate::diff::ApplyMode {
+        self.backend.apply_mode()
     }
 
     /// Removes a snapshot that has no children.

@@ -47,4 +47,8 @@ impl Backend for Native {
             options: vec![ro.into(), "rbind".into()],
         }]
     }
+
+    fn apply_mode(&self) -> crate::diff::ApplyMode {
+        crate::diff::ApplyMode::Native
+    }
 }

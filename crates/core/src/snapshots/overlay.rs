@@ -65,4 +65,8 @@ impl Backend for Overlay {
             options,
         }]
     }
+
+    fn apply_mode(&self) -> crate::diff::ApplyMode {
+        crate::diff::ApplyMode::Overlay
+    }
 }

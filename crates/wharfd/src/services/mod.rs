@@ -1,6 +1,7 @@
 //! One adapter per containerd service: convert, delegate to core, map errors. Nothing else.
 
 pub mod content;
+pub mod diff;
 pub mod images;
 pub mod introspection;
 pub mod leases;
