@@ -221,3 +221,59 @@ fn layer_not_matching_its_diff_id_is_refused() {
         .contains("Committed"));
     assert!(w.ctr_ok(&["version"]).contains("Server"));
 }
+
+#[test]
+fn snapshots_diff_creates_a_layer() {
+    let (reg, bb, _ml, w) = setup();
+    let r = format!("{}/busybox:latest", reg.host());
+    w.ctr_ok(&["-n", "test", "images", "pull", "--plain-http", &r]);
+    let chain = &chain_ids(&bb)[0];
+    w.ctr_ok(&["-n", "test", "snapshots", "prepare", "changed", chain]);
+    let target = w.dir.path().join("mnt");
+    std::fs::create_dir_all(&target).unwrap();
+    let m = w.ctr_ok(&[
+        "-n",
+        "test",
+        "snapshots",
+        "mounts",
+        &target.to_string_lossy(),
+        "changed",
+    ]);
+    mount_printed(&m);
+    std::fs::write(target.join("etc/added"), "new file\n").unwrap();
+    std::fs::remove_file(target.join("etc/group")).unwrap();
+    umount(&target);
+    // ctr writes the new layer to stdout; it is also in the content store under its digest.
+    let out = w.ctr(&["-n", "test", "snapshots", "diff", "changed"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = out.stdout;
+    let digest = &images::sha256(&blob);
+    assert_eq!(
+        w.ctr(&["-n", "test", "content", "get", digest]).stdout,
+        blob
+    );
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()));
+    for e in archive.entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(names.contains(&"etc/added".to_string()), "{names:?}");
+    assert!(names.contains(&"etc/.wh.group".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("bin/")),
+        "unchanged files must not be in the diff: {names:?}"
+    );
+    let info = w.ctr_ok(&["-n", "test", "content", "ls"]);
+    let line = info
+        .lines()
+        .find(|l| l.starts_with(digest))
+        .unwrap_or_default();
+    assert!(
+        line.contains("containerd.io/uncompressed=sha256:"),
+        "{line}"
+    );
+}

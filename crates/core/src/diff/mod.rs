@@ -6,6 +6,7 @@ pub mod create;
 pub mod safepath;
 
 pub use apply::{apply_layer, sync_fs, ApplyMode, ApplyResult, Compression};
+pub use create::{write_diff, HashingWriter};
 
 #[cfg(test)]
 mod tests;

@@ -424,3 +424,69 @@ fn diff_id_is_verified_and_corrupt_streams_fail() {
         Err(Error::NotImplemented(_))
     ));
 }
+
+#[test]
+fn create_then_apply_reproduces_the_tree() {
+    let s = sandbox();
+    let lower = s.root.join("lower");
+    let upper = s.root.join("upper");
+    std::fs::create_dir_all(lower.join("d/sub")).unwrap();
+    std::fs::write(lower.join("d/sub/gone"), "x").unwrap();
+    std::fs::write(lower.join("same"), "same").unwrap();
+    std::fs::write(lower.join("deleted"), "bye").unwrap();
+    std::os::unix::fs::symlink("/", lower.join("esc")).unwrap();
+    // upper = lower with changes.
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&lower)
+        .arg(&upper)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::remove_file(upper.join("deleted")).unwrap();
+    std::fs::remove_dir_all(upper.join("d/sub")).unwrap();
+    std::fs::write(upper.join("new"), "new file").unwrap();
+    std::fs::hard_link(upper.join("new"), upper.join("new-link")).unwrap();
+    std::fs::set_permissions(upper.join("same"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let tar_bytes = create::write_diff(&lower, &upper, Vec::new()).unwrap();
+    let names: Vec<String> = tar::Archive::new(tar_bytes.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&".wh.deleted".to_string()), "{names:?}");
+    assert!(names.contains(&"d/.wh.sub".to_string()), "{names:?}");
+    assert!(names.contains(&"new".to_string()) && names.contains(&"new-link".to_string()));
+    assert!(!names.iter().any(|n| n.starts_with("d/sub/")), "{names:?}");
+
+    // Applying the diff on a copy of lower gives upper.
+    let copy = s.root.join("copy");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&lower)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    apply_layer(tar_bytes.as_slice(), TAR, &copy, ApplyMode::Native, None).unwrap();
+    assert!(!copy.join("deleted").exists() && !copy.join("d/sub").exists());
+    assert_eq!(std::fs::read(copy.join("new")).unwrap(), b"new file");
+    assert_eq!(
+        std::fs::metadata(copy.join("new")).unwrap().ino(),
+        std::fs::metadata(copy.join("new-link")).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::metadata(copy.join("same"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        std::fs::read_link(copy.join("esc")).unwrap(),
+        Path::new("/")
+    );
+    assert_outside_untouched(&s);
+}

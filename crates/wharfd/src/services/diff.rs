@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use wharf_api::diff::diff_server::Diff;
 use wharf_api::{pb, types};
-use wharf_core::diff::{apply_layer, sync_fs, ApplyMode};
+use wharf_core::diff::{apply_layer, sync_fs, write_diff, ApplyMode, Compression, HashingWriter};
 use wharf_core::images::LABEL_UNCOMPRESSED;
 use wharf_core::mount::TempMount;
 use wharf_core::snapshots::Mount;
@@ -22,6 +22,21 @@ use crate::server::Daemon;
 pub struct DiffService(pub Arc<Daemon>);
 
 const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Lets a content writer sit at the end of a chain of `io::Write`rs.
+struct WriterSink(wharf_core::metadata::ContentWriter);
+
+impl std::io::Write for WriterSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Where a layer is applied.
 enum Target {
@@ -188,10 +203,110 @@ impl Diff for DiffService {
 
     async fn diff(
         &self,
-        _req: Request<pb::DiffRequest>,
+        req: Request<pb::DiffRequest>,
     ) -> Result<Response<pb::DiffResponse>, Status> {
-        Err(Status::unimplemented(
-            "creating layers (Diff/Diff) is not implemented by wharfd yet",
-        ))
+        let ns = namespace(&req)?;
+        let lease = crate::namespace::lease(&req);
+        let r = req.into_inner();
+        let media_type = if r.media_type.is_empty() {
+            MEDIA_LAYER_GZIP.to_string()
+        } else {
+            r.media_type
+        };
+        let compression = Compression::from_media_type(&media_type).map_status()?;
+        if r.right.is_empty() {
+            return Err(Status::invalid_argument(
+                "diff needs the mounts of the new tree (right)",
+            ));
+        }
+        let reference = if r.r#ref.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("diff-{}", now.as_nanos())
+        } else {
+            r.r#ref
+        };
+        let ro = |ms: Vec<types::Mount>| -> Vec<Mount> {
+            ms.into_iter()
+                .map(|m| {
+                    let mut options = m.options;
+                    options.retain(|o| o != "rw");
+                    options.push("ro".into());
+                    Mount {
+                        kind: m.r#type,
+                        source: m.source,
+                        options,
+                    }
+                })
+                .collect()
+        };
+        let (left, right) = (ro(r.left), ro(r.right));
+        let mut labels: wharf_core::metadata::Labels = r.labels.into_iter().collect();
+        let db = self.0.db.clone();
+        let tmp = self.0.tmp_mounts.clone();
+        let mt = media_type.clone();
+        let (digest, size) =
+            tokio::task::spawn_blocking(move || -> wharf_core::Result<(Digest, u64)> {
+                std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("create", &tmp, e))?;
+                let empty = tempfile::Builder::new()
+                    .prefix("empty-")
+                    .tempdir_in(&tmp)
+                    .map_err(|e| Error::io_path("create temp dir in", &tmp, e))?;
+                let lower = if left.is_empty() {
+                    None
+                } else {
+                    Some(TempMount::new(&left, &tmp)?)
+                };
+                let upper = TempMount::new(&right, &tmp)?;
+                let lower_path = lower
+                    .as_ref()
+                    .map(|m| m.path().to_path_buf())
+                    .unwrap_or_else(|| empty.path().to_path_buf());
+                let w = db.content_writer(&ns, &reference, 0, None, lease.as_deref())?;
+                let sink = WriterSink(w);
+                let (sink, diff_id) = match compression {
+                    Compression::Gzip => {
+                        let enc =
+                            flate2::write::GzEncoder::new(sink, flate2::Compression::default());
+                        let h = write_diff(&lower_path, upper.path(), HashingWriter::new(enc))?;
+                        let (enc, diff_id, _) = h.finish();
+                        (
+                            enc.finish().map_err(|e| Error::io("finish gzip", e))?,
+                            diff_id,
+                        )
+                    }
+                    Compression::Zstd => {
+                        let enc = zstd::stream::write::Encoder::new(sink, 3)
+                            .map_err(|e| Error::io("start zstd", e))?;
+                        let h = write_diff(&lower_path, upper.path(), HashingWriter::new(enc))?;
+                        let (enc, diff_id, _) = h.finish();
+                        (
+                            enc.finish().map_err(|e| Error::io("finish zstd", e))?,
+                            diff_id,
+                        )
+                    }
+                    Compression::None => {
+                        let h = write_diff(&lower_path, upper.path(), HashingWriter::new(sink))?;
+                        let (sink, diff_id, _) = h.finish();
+                        (sink, diff_id)
+                    }
+                };
+                labels.insert(LABEL_UNCOMPRESSED.into(), diff_id.to_string());
+                let size = sink.0.offset();
+                let d = sink.0.commit(0, None, labels)?;
+                Ok((d, size))
+            })
+            .await
+            .map_err(|e| Status::internal(format!("diff: {e}")))?
+            .map_status()?;
+        Ok(Response::new(pb::DiffResponse {
+            diff: Some(types::Descriptor {
+                media_type: mt,
+                digest: digest.to_string(),
+                size: size as i64,
+                annotations: Default::default(),
+            }),
+        }))
     }
 }
