@@ -178,14 +178,9 @@ pub fn apply_tar<R: Read>(
         };
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let uid = header
-            .uid()
-            .map_err(|e| Error::io(format!("uid of {}", t.display()), e))?
-            as libc::uid_t;
-        let gid = header
-            .gid()
-            .map_err(|e| Error::io(format!("gid of {}", t.display()), e))?
-            as libc::gid_t;
+        // Empty numeric fields mean 0, as Go's archive/tar (which writes most layers) reads them.
+        let uid = header.uid().unwrap_or(0) as libc::uid_t;
+        let gid = header.gid().unwrap_or(0) as libc::gid_t;
         let perm = header
             .mode()
             .map_err(|e| Error::io(format!("mode of {}", t.display()), e))?
@@ -514,4 +509,61 @@ pub fn sync_fs(path: &Path) -> Result<()> {
         return Err(Error::io_path("syncfs", path, io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Applies a layer straight into a snapshot directory `dir` (see [`ApplyMode`]); when that needs
+/// the lower layers (a hard link to a file below) and `mounts` describe the snapshot mounted, the
+/// fresh directory is emptied and the layer applied through a temporary mount under `tmp` instead.
+/// On failure a directory that was empty before is emptied again, so nothing partial is ever
+/// committed from it.
+pub fn apply_to_snapshot(
+    open: &dyn Fn() -> Result<File>,
+    media_type: &str,
+    dir: &Path,
+    mode: ApplyMode,
+    mounts: Option<&[crate::snapshots::Mount]>,
+    tmp: &Path,
+    expected: Option<&Digest>,
+) -> Result<ApplyResult> {
+    let fresh = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    let clear = || -> Result<()> {
+        for e in std::fs::read_dir(dir).map_err(|e| Error::io_path("read", dir, e))? {
+            let e = e.map_err(|e| Error::io_path("read", dir, e))?;
+            let p = e.path();
+            let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(|e| Error::io_path("remove", &p, e))?;
+        }
+        Ok(())
+    };
+    match apply_layer(open()?, media_type, dir, mode, expected) {
+        Ok(r) => Ok(r),
+        Err(e)
+            if fresh
+                && mode == ApplyMode::Overlay
+                && e.is_not_found()
+                && mounts.is_some_and(|m| m.iter().any(|m| m.kind == "overlay")) =>
+        {
+            tracing::debug!(error = %e, "layer needs its lower layers: applying through a mount");
+            clear()?;
+            let m = crate::mount::TempMount::new(mounts.unwrap_or_default(), tmp)?;
+            apply_layer(open()?, media_type, m.path(), ApplyMode::Native, expected).inspect_err(
+                |_| {
+                    drop(m);
+                    let _ = clear();
+                },
+            )
+        }
+        Err(e) => {
+            if fresh {
+                let _ = clear();
+            }
+            Err(e)
+        }
+    }
 }

@@ -5,7 +5,7 @@ pub mod apply;
 pub mod create;
 pub mod safepath;
 
-pub use apply::{apply_layer, sync_fs, ApplyMode, ApplyResult, Compression};
+pub use apply::{apply_layer, apply_to_snapshot, sync_fs, ApplyMode, ApplyResult, Compression};
 pub use create::{write_diff, HashingWriter};
 
 #[cfg(test)]

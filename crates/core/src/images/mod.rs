@@ -190,3 +190,105 @@ mod tests {
         assert!(parse_manifest(ok.as_bytes()).is_ok());
     }
 }
+
+#[cfg(test)]
+mod unpack_tests {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::content::Store;
+    use crate::metadata::{Db, Labels};
+    use crate::snapshots::{Backend, Native, Overlay, SnapshotStore};
+
+    fn put(db: &Db, data: &[u8]) -> Digest {
+        let mut w = db
+            .content_writer("n", &format!("r{}", Digest::of(data)), 0, None, None)
+            .unwrap();
+        w.write(data).unwrap();
+        w.commit(0, None, Labels::new()).unwrap()
+    }
+
+    fn layer(files: &[(&str, &str)]) -> (Vec<u8>, Digest) {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, c) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(c.len() as u64);
+            b.append_data(&mut h, p, c.as_bytes()).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        let d = Digest::of(&t);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&t).unwrap();
+        (e.finish().unwrap(), d)
+    }
+
+    fn image(db: &Db) -> (Digest, Vec<Digest>) {
+        let (l1, d1) = layer(&[("a", "one"), ("keep", "k")]);
+        let (l2, d2) = layer(&[(".wh.a", ""), ("b", "two")]);
+        let (g1, g2) = (put(db, &l1), put(db, &l2));
+        let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [d1.to_string(), d2.to_string()]}});
+        let cfg = serde_json::to_vec(&cfg).unwrap();
+        let c = put(db, &cfg);
+        let m = serde_json::json!({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": c.to_string(), "size": cfg.len()},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": g1.to_string(), "size": l1.len()},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": g2.to_string(), "size": l2.len()}]});
+        (put(db, &serde_json::to_vec(&m).unwrap()), vec![d1, d2])
+    }
+
+    #[test]
+    fn unpacks_into_both_snapshotters_and_skips_present_layers() {
+        for (name, backend) in [
+            ("overlayfs", Arc::new(Overlay) as Arc<dyn Backend>),
+            ("native", Arc::new(Native)),
+        ] {
+            let t = tempfile::Builder::new()
+                .prefix("wharf-unpack")
+                .tempdir_in("/var/tmp")
+                .unwrap();
+            let db = Db::open(
+                &t.path().join("m.db"),
+                Store::open(t.path().join("c")).unwrap(),
+            )
+            .unwrap();
+            let s = SnapshotStore::open(name, t.path().join(name), db.clone(), backend).unwrap();
+            let (manifest, diffs) = image(&db);
+            let top = unpack::unpack(&db, &s, "n", &manifest, None, &t.path().join("tmp")).unwrap();
+            assert_eq!(top, chain_ids(&diffs)[1]);
+            // A rootfs on top shows the flattened tree.
+            s.prepare("n", "ctr", Some(&top.to_string()), Labels::new(), None)
+                .unwrap();
+            let m = s.mounts("n", "ctr").unwrap();
+            let mnt = crate::mount::TempMount::new(&m, &t.path().join("tmp")).unwrap();
+            assert!(!mnt.path().join("a").exists(), "{name}: whiteout");
+            assert_eq!(
+                std::fs::read_to_string(mnt.path().join("b")).unwrap(),
+                "two"
+            );
+            assert_eq!(
+                std::fs::read_to_string(mnt.path().join("keep")).unwrap(),
+                "k"
+            );
+            drop(mnt);
+            // Again: nothing to do, same result.
+            let before = s
+                .walk("n", &crate::filters::Filter::default())
+                .unwrap()
+                .len();
+            assert_eq!(
+                unpack::unpack(&db, &s, "n", &manifest, None, &t.path().join("tmp")).unwrap(),
+                top
+            );
+            assert_eq!(
+                s.walk("n", &crate::filters::Filter::default())
+                    .unwrap()
+                    .len(),
+                before
+            );
+        }
+    }
+}

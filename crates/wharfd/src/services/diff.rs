@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use wharf_api::diff::diff_server::Diff;
 use wharf_api::{pb, types};
-use wharf_core::diff::{apply_layer, sync_fs, write_diff, ApplyMode, Compression, HashingWriter};
+use wharf_core::diff::{
+    apply_layer, apply_to_snapshot, sync_fs, write_diff, ApplyMode, Compression, HashingWriter,
+};
 use wharf_core::images::LABEL_UNCOMPRESSED;
 use wharf_core::mount::TempMount;
 use wharf_core::snapshots::Mount;
@@ -96,26 +98,6 @@ impl DiffService {
     }
 }
 
-fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(false)
-}
-
-fn clear_dir(p: &Path) -> wharf_core::Result<()> {
-    for e in std::fs::read_dir(p).map_err(|e| Error::io_path("read", p, e))? {
-        let e = e.map_err(|e| Error::io_path("read", p, e))?;
-        let path = e.path();
-        let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        r.map_err(|e| Error::io_path("remove", &path, e))?;
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl Diff for DiffService {
     async fn apply(
@@ -142,7 +124,13 @@ impl Diff for DiffService {
         let result = tokio::task::spawn_blocking(move || -> wharf_core::Result<_> {
             let apply_mounted = |mounts: &[Mount]| -> wharf_core::Result<_> {
                 let m = TempMount::new(mounts, &tmp_parent)?;
-                let res = apply_layer(store.open_blob(&d)?, &media_type, m.path(), ApplyMode::Native, expected.as_ref())?;
+                let res = apply_layer(
+                    store.open_blob(&d)?,
+                    &media_type,
+                    m.path(),
+                    ApplyMode::Native,
+                    expected.as_ref(),
+                )?;
                 if sync {
                     sync_fs(m.path())?;
                 }
@@ -150,32 +138,20 @@ impl Diff for DiffService {
             };
             match target {
                 Target::Direct(dir, mode, mounts) => {
-                    let fresh = is_empty_dir(&dir);
-                    match apply_layer(store.open_blob(&d)?, &media_type, &dir, mode, expected.as_ref()) {
-                        Ok(res) => {
-                            if sync {
-                                sync_fs(&dir)?;
-                            }
-                            Ok(res)
-                        }
-                        // A hard link to a file of a lower layer needs the lower layers: start
-                        // over through the mounted overlay, which copies the target up.
-                        Err(e) if fresh && mode == ApplyMode::Overlay && e.is_not_found() && mounts[0].kind == "overlay" => {
-                            tracing::debug!(error = %e, "direct apply needs the lower layers; applying mounted");
-                            clear_dir(&dir)?;
-                            apply_mounted(&mounts).inspect_err(|_| {
-                                let _ = clear_dir(&dir);
-                            })
-                        }
-                        Err(e) => {
-                            // A fresh snapshot is left empty on failure, so nothing partial is
-                            // ever committed from it.
-                            if fresh {
-                                let _ = clear_dir(&dir);
-                            }
-                            Err(e)
-                        }
+                    let open = || store.open_blob(&d);
+                    let res = apply_to_snapshot(
+                        &open,
+                        &media_type,
+                        &dir,
+                        mode,
+                        Some(&mounts),
+                        &tmp_parent,
+                        expected.as_ref(),
+                    )?;
+                    if sync {
+                        sync_fs(&dir)?;
                     }
+                    Ok(res)
                 }
                 Target::Mounted(mounts) => apply_mounted(&mounts),
             }
