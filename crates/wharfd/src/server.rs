@@ -16,9 +16,9 @@ use crate::config::Config;
 use crate::events::EventsService;
 use crate::gc::GcScheduler;
 use crate::services::{
-    content::ContentService, diff::DiffService, images::ImagesService,
-    introspection::IntrospectionService, leases::LeasesService, namespaces::NamespacesService,
-    snapshots::SnapshotsService, version::VersionService,
+    containers::ContainersService, content::ContentService, diff::DiffService,
+    images::ImagesService, introspection::IntrospectionService, leases::LeasesService,
+    namespaces::NamespacesService, snapshots::SnapshotsService, version::VersionService,
 };
 
 /// Everything the services share.
@@ -164,5 +164,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(snapshots::snapshots_server::SnapshotsServer::new(
             SnapshotsService(d.clone()),
         ))
-        .add_service(diff::diff_server::DiffServer::new(DiffService(d)))
+        .add_service(diff::diff_server::DiffServer::new(DiffService(d.clone())))
+        .add_service(containers::containers_server::ContainersServer::new(
+            ContainersService(d),
+        ))
 }

@@ -6,6 +6,7 @@
 //! are shared, but each namespace sees only the content committed in it, with its own labels; what no
 //! namespace references any more is removed by [`Db::gc`].
 
+mod containers;
 mod content;
 mod gc;
 mod images;
@@ -20,6 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use containers::{Container, Payload};
 pub use content::ContentWriter;
 pub use gc::GcStats;
 pub use leases::add_resource_tx as add_lease_resource;
