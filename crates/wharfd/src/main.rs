@@ -92,9 +92,20 @@ async fn serve(config: Config) -> Result<()> {
     socket::prepare(&address)?;
     let ttrpc_path = socket::ttrpc_path(&address);
     socket::prepare(&ttrpc_path)?;
-    let daemon = server::Daemon::open(config)?;
+    let daemon = server::Daemon::open(config, &ttrpc_path)?;
     let mut ttrpc = ttrpc_events::serve(&ttrpc_path, daemon.exchange.clone()).await?;
     socket::chmod(&ttrpc_path, gid)?;
+    // Shims that outlived a previous wharfd: reconnect, or clean up after the dead ones.
+    for (ns, id, resp) in daemon.runtime.restore().await {
+        let ev = wharf_api::events::TaskExit {
+            container_id: id.clone(),
+            id: id.clone(),
+            pid: resp.pid,
+            exit_status: resp.exit_status,
+            exited_at: Some(std::time::SystemTime::now().into()),
+        };
+        events::publish(&daemon.exchange, &ns, "/tasks/exit", &ev);
+    }
     let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
 

@@ -18,7 +18,7 @@ use crate::gc::GcScheduler;
 use crate::services::{
     containers::ContainersService, content::ContentService, diff::DiffService,
     images::ImagesService, introspection::IntrospectionService, leases::LeasesService,
-    namespaces::NamespacesService, snapshots::SnapshotsService, version::VersionService,
+    namespaces::NamespacesService, snapshots::SnapshotsService, tasks::TasksService, version::VersionService,
 };
 
 /// Everything the services share.
@@ -32,11 +32,13 @@ pub struct Daemon {
     pub uuid: String,
     /// Where the diff service mounts what it cannot apply to directly.
     pub tmp_mounts: std::path::PathBuf,
+    /// Tasks: one shim each.
+    pub runtime: wharf_runtime::Manager,
 }
 
 impl Daemon {
     /// Opens the stores under the configured root. Must run inside the tokio runtime (GC task).
-    pub fn open(config: Config) -> Result<Arc<Daemon>> {
+    pub fn open(config: Config, ttrpc_address: &Path) -> Result<Arc<Daemon>> {
         let root = &config.root;
         create_dir(root, 0o711)?;
         create_dir(&config.state, 0o711)?;
@@ -66,7 +68,9 @@ impl Daemon {
         let tmp_mounts = root.join("tmpmounts");
         // Mounts left by a crash mid-apply: unmount and remove.
         cleanup_tmp_mounts(&tmp_mounts);
+        let runtime = wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address);
         Ok(Arc::new(Daemon {
+            runtime,
             tmp_mounts,
             db,
             exchange: Exchange::new(),
@@ -166,6 +170,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         ))
         .add_service(diff::diff_server::DiffServer::new(DiffService(d.clone())))
         .add_service(containers::containers_server::ContainersServer::new(
-            ContainersService(d),
+            ContainersService(d.clone()),
         ))
+        .add_service(tasks::tasks_server::TasksServer::new(TasksService(d)))
 }

@@ -8,6 +8,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 use std::pin::Pin;

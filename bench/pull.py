@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Pull benchmark: `ctr images pull` of a ~120 MB rootfs image (one gzip layer built from this
+machine's /usr) from a local docker-registry, against wharfd and Debian's containerd 1.6 in the
+same run, alternating, each on a freshly made ext4 loop filesystem (the VM's root filesystem slows
+down with every create/delete cycle). Also measures the limits: download alone and gunzip alone.
+
+Run as root from the repository: `python3 bench/pull.py`.
+"""
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = int(os.environ.get("RUNS", "5"))
+TARGET_MB = int(os.environ.get("TARGET_MB", "120"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def build_layer():
+    """A tar of real files from /usr (binaries, libraries, text) up to TARGET_MB uncompressed."""
+    buf = io.BytesIO()
+    total = 0
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for top in ["/usr/lib", "/usr/share", "/usr/bin"]:
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    p = os.path.join(dirpath, f)
+                    try:
+                        st = os.lstat(p)
+                        if not (os.path.isfile(p) or os.path.islink(p)):
+                            continue
+                        t.add(p, arcname=p.lstrip("/"), recursive=False)
+                        total += st.st_size if os.path.isfile(p) and not os.path.islink(p) else 0
+                    except OSError:
+                        continue
+                    if total >= TARGET_MB << 20:
+                        break
+                if total >= TARGET_MB << 20:
+                    break
+            if total >= TARGET_MB << 20:
+                break
+    raw = buf.getvalue()
+    return raw, gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def push(host, repo, raw, gz):
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+                      "rootfs": {"type": "layers", "diff_ids": [sha(raw)]}}).encode()
+    def blob(data):
+        r = urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
+        loc = r.headers["Location"]
+        loc = loc if loc.startswith("http") else f"http://{host}{loc}"
+        sep = "&" if "?" in loc else "?"
+        urllib.request.urlopen(urllib.request.Request(f"{loc}{sep}digest={sha(data)}", data=data, method="PUT",
+                                                      headers={"Content-Type": "application/octet-stream"}))
+    blob(gz)
+    blob(cfg)
+    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(cfg), "size": len(cfg)},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(gz), "size": len(gz)}]}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/manifests/latest", data=m, method="PUT",
+                                                  headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+    return sha(gz)
+
+
+def wait_socket(path, proc):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("daemon exited")
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            s.close()
+            return
+        except OSError:
+            time.sleep(0.002)
+    raise RuntimeError("daemon did not start")
+
+
+class LoopFs:
+    def __init__(self, base):
+        self.img = os.path.join(base, "fs.img")
+        self.mnt = os.path.join(base, "mnt")
+        os.makedirs(self.mnt, exist_ok=True)
+        subprocess.run(["truncate", "-s", "3G", self.img], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", self.img], check=True)
+        subprocess.run(["mount", "-o", "loop", self.img, self.mnt], check=True)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.mnt])
+        os.unlink(self.img)
+
+
+def run_daemon(kind, d):
+    sock = os.path.join(d, "d.sock")
+    if kind == "wharf":
+        open(f"{d}/none.toml", "w").close()
+        cmd = [os.path.join(REPO, "target/release/wharfd"), "--root", f"{d}/root", "--state", f"{d}/state",
+               "--address", sock, "--config", f"{d}/none.toml", "--log-level", "warn"]
+    else:
+        with open(f"{d}/c.toml", "w") as f:
+            f.write("version = 2\n")
+        cmd = ["containerd", "--root", f"{d}/root", "--state", f"{d}/state", "--address", sock, "--config",
+               f"{d}/c.toml", "--log-level", "warn"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(f"{d}/log", "w"))
+    wait_socket(sock, p)
+    time.sleep(0.3)  # let start-up work (GC) settle
+    return p, sock
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    subprocess.run(["cargo", "build", "--release", "-p", "wharfd"], cwd=REPO, check=True)
+    kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
+    base = tempfile.mkdtemp(prefix="wharf-pull-", dir="/var/tmp")
+    port = free_port()
+    with open(f"{base}/reg.yml", "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+                f"    rootdirectory: {base}/reg\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    reg = subprocess.Popen(["docker-registry", "serve", f"{base}/reg.yml"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    host = f"127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://{host}/v2/")
+                break
+            except Exception:
+                time.sleep(0.05)
+        raw, gz = build_layer()
+        layer = push(host, "big", raw, gz)
+        print(f"image: {len(raw) / 2**20:.0f} MiB uncompressed, {len(gz) / 2**20:.0f} MiB gzip")
+        dl, gun = [], []
+        for _ in range(RUNS):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(f"http://{host}/v2/big/blobs/{layer}") as r:
+                while r.read(1 << 20):
+                    pass
+            dl.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            subprocess.run(["gzip", "-dc"], input=gz, stdout=subprocess.DEVNULL, check=True)
+            gun.append(time.perf_counter() - t0)
+        res = {k: [] for k in kinds}
+        for i in range(RUNS):
+            for k in kinds:
+                d = tempfile.mkdtemp(dir=base)
+                fs = LoopFs(d)
+                try:
+                    p, sock = run_daemon(k, fs.mnt)
+                    t0 = time.perf_counter()
+                    subprocess.run(["ctr", "--address", sock, "-n", "bench", "images", "pull", "--plain-http",
+                                    f"{host}/big:latest"], check=True, stdout=subprocess.DEVNULL)
+                    res[k].append(time.perf_counter() - t0)
+                    p.terminate()
+                    p.wait(20)
+                finally:
+                    fs.close()
+                    shutil.rmtree(d, ignore_errors=True)
+    finally:
+        reg.terminate()
+        shutil.rmtree(base, ignore_errors=True)
+
+    med = statistics.median
+    print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {RUNS} runs, fresh ext4 loop root per run")
+    print(f"download alone (HTTP GET of the layer):  {med(dl):.2f} s")
+    print(f"gunzip alone (gzip -dc):                 {med(gun):.2f} s")
+    for k in kinds:
+        print(f"ctr images pull via {k:<11}          {med(res[k]):.2f} s  (min {min(res[k]):.2f}, max {max(res[k]):.2f})")
+    limit = max(med(dl), med(gun))
+    print(f"wharf / max(download, gunzip):           {med(res['wharf']) / limit:.2f}x")
+    if "containerd" in res:
+        print(f"wharf / containerd:                      {med(res['wharf']) / med(res['containerd']):.2f}x "
+              f"(containerd is {med(res['containerd']) / med(res['wharf']):.1f}x slower)")
+
+
+if __name__ == "__main__":
+    main()

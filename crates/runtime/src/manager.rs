@@ -1,0 +1,281 @@
+//! The shim manager: starts a shim per task with containerd's runtime v2 contract, keeps one
+//! ttrpc connection to each, finds them again after a restart, and cleans up after dead ones.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message;
+use tokio::sync::Mutex;
+use wharf_core::{Error, Result};
+
+use crate::bundle::Bundle;
+use crate::client::Shim;
+
+/// What a new task needs.
+pub struct NewTask {
+    pub namespace: String,
+    pub id: String,
+    /// Runtime name, e.g. `io.containerd.runc.v2` or `io.containerd.wharf.v2`.
+    pub runtime: String,
+    /// The OCI spec (config.json).
+    pub spec: Vec<u8>,
+    pub request: api::CreateTaskRequest,
+}
+
+pub struct Manager {
+    /// `<state>/io.containerd.runtime.v2.task`
+    state: PathBuf,
+    /// `<root>/io.containerd.runtime.v2.task`
+    root: PathBuf,
+    /// The daemon's gRPC socket and its ttrpc twin, passed to shims.
+    address: PathBuf,
+    ttrpc_address: PathBuf,
+    shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
+    /// Log forwarders, stopped when their task is deleted.
+    logs: std::sync::Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
+}
+
+/// `io.containerd.runc.v2` → `containerd-shim-runc-v2`.
+pub fn shim_binary_name(runtime: &str) -> Result<String> {
+    let parts: Vec<&str> = runtime.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+        return Err(Error::InvalidArgument(format!("invalid runtime name {runtime:?}")));
+    }
+    let n = parts.len();
+    Ok(format!("containerd-shim-{}-{}", parts[n - 2], parts[n - 1]))
+}
+
+/// Copies a shim's log FIFO into wharfd's log until the shim closes it for good (its task ends
+/// with the returned handle's abort).
+fn forward_log(bundle: &Path, id: &str) -> Option<tokio::task::AbortHandle> {
+    use tokio::io::AsyncBufReadExt;
+    // Read-write, so the FIFO never reports end-of-file between two writers (shim restarts).
+    let rx = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(bundle.join("log")).ok()?;
+    let id = id.to_string();
+    let task = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(rx).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(target: "shim", id = %id, "{line}");
+        }
+    });
+    Some(task.abort_handle())
+}
+
+/// Finds a shim binary next to the daemon's executable first, then in PATH.
+pub fn find_binary(name: &str) -> Result<PathBuf> {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::NotFound(format!("runtime binary {name} (looked next to wharfd and in PATH)")))
+}
+
+impl Manager {
+    pub fn new(state: &Path, root: &Path, address: &Path, ttrpc_address: &Path) -> Manager {
+        Manager {
+            state: state.join("io.containerd.runtime.v2.task"),
+            root: root.join("io.containerd.runtime.v2.task"),
+            address: address.to_path_buf(),
+            ttrpc_address: ttrpc_address.to_path_buf(),
+            shims: Mutex::new(HashMap::new()),
+            logs: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shim_command(&self, binary: &Path, ns: &str, id: &str, bundle: &Path) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(binary);
+        c.arg("-namespace")
+            .arg(ns)
+            .arg("-address")
+            .arg(&self.address)
+            .arg("-publish-binary")
+            .arg(std::env::current_exe().unwrap_or_else(|_| "wharfd".into()))
+            .arg("-id")
+            .arg(id)
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .env("GOMAXPROCS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// The shim of a task, if it has one.
+    pub async fn get(&self, ns: &str, id: &str) -> Option<Arc<Shim>> {
+        self.shims.lock().await.get(&(ns.to_string(), id.to_string())).cloned()
+    }
+
+    /// Every task of a namespace.
+    pub async fn list(&self, ns: &str) -> Vec<Arc<Shim>> {
+        self.shims.lock().await.iter().filter(|((n, _), _)| n == ns).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Creates a task: bundle, shim start, connect, Create. On failure nothing is left behind.
+    pub async fn create(&self, t: NewTask) -> Result<(Arc<Shim>, u32)> {
+        let key = (t.namespace.clone(), t.id.clone());
+        if self.shims.lock().await.contains_key(&key) {
+            return Err(Error::AlreadyExists(format!("task {}", t.id)));
+        }
+        let binary = find_binary(&shim_binary_name(&t.runtime)?)?;
+        let bundle = Bundle::create(&self.state, &self.root, &t.namespace, &t.id, &t.spec)?;
+        std::fs::write(bundle.path.join("shim-binary-path"), binary.as_os_str().as_encoded_bytes())
+            .map_err(|e| Error::io("record shim binary", e))?;
+        self.watch_log(&bundle.path, &t.namespace, &t.id);
+        let result = async {
+            let out = self
+                .shim_command(&binary, &t.namespace, &t.id, &bundle.path)
+                .arg("start")
+                .output()
+                .await
+                .map_err(|e| Error::io(format!("run {} start", binary.display()), e))?;
+            if !out.status.success() {
+                return Err(Error::Internal(format!(
+                    "{} start: {}",
+                    binary.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let _ = std::fs::write(bundle.path.join("address"), &address);
+            let shim = Shim::connect(&address, &t.namespace, &t.id, bundle.path.clone()).await?;
+            let mut req = t.request;
+            req.id = t.id.clone();
+            req.bundle = bundle.path.to_string_lossy().into_owned();
+            let resp = shim.create(&req).await?;
+            Ok((Arc::new(shim), resp.pid))
+        }
+        .await;
+        match result {
+            Ok((shim, pid)) => {
+                self.shims.lock().await.insert(key, shim.clone());
+                Ok((shim, pid))
+            }
+            Err(e) => {
+                self.cleanup_dead(&t.namespace, &t.id, &bundle.path).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a task's init process, stops its shim and removes its bundle.
+    pub async fn delete(&self, ns: &str, id: &str) -> Result<api::DeleteResponse> {
+        let shim = self.get(ns, id).await.ok_or_else(|| Error::NotFound(format!("task {id}")))?;
+        let resp = shim.delete("").await?;
+        if let Err(e) = shim.shutdown().await {
+            tracing::warn!(id, error = %e, "shim shutdown");
+        }
+        self.shims.lock().await.remove(&(ns.to_string(), id.to_string()));
+        self.stop_log(ns, id);
+        Bundle { path: shim.bundle.clone(), work: self.root.join(ns).join(id) }.remove();
+        Ok(resp)
+    }
+
+    /// Forgets a shim whose connection is gone and cleans up after it (`<shim> delete`).
+    pub async fn reap(&self, ns: &str, id: &str) -> Option<api::DeleteResponse> {
+        let shim = self.shims.lock().await.remove(&(ns.to_string(), id.to_string()))?;
+        Some(self.cleanup_dead(ns, id, &shim.bundle).await)
+    }
+
+    fn watch_log(&self, bundle: &Path, ns: &str, id: &str) {
+        if let Some(h) = forward_log(bundle, id) {
+            if let Ok(mut logs) = self.logs.lock() {
+                if let Some(old) = logs.insert((ns.to_string(), id.to_string()), h) {
+                    old.abort();
+                }
+            }
+        }
+    }
+
+    fn stop_log(&self, ns: &str, id: &str) {
+        if let Ok(mut logs) = self.logs.lock() {
+            if let Some(h) = logs.remove(&(ns.to_string(), id.to_string())) {
+                h.abort();
+            }
+        }
+    }
+
+    /// Runs `<shim> -bundle B delete` for a shim that is gone, then removes the bundle.
+    async fn cleanup_dead(&self, ns: &str, id: &str, bundle: &Path) -> api::DeleteResponse {
+        self.stop_log(ns, id);
+        let mut resp = api::DeleteResponse { exit_status: 137, ..Default::default() };
+        let binary = std::fs::read(bundle.join("shim-binary-path"))
+            .ok()
+            .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()));
+        if let Some(binary) = binary {
+            let out = self.shim_command(&binary, ns, id, bundle).arg("-bundle").arg(bundle).arg("delete").output().await;
+            match out {
+                Ok(o) if o.status.success() => {
+                    if let Ok(r) = api::DeleteResponse::parse_from_bytes(&o.stdout) {
+                        resp = r;
+                    }
+                }
+                Ok(o) => tracing::warn!(id, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "shim delete"),
+                Err(e) => tracing::warn!(id, error = %e, "run shim delete"),
+            }
+        }
+        Bundle { path: bundle.to_path_buf(), work: self.root.join(ns).join(id) }.remove();
+        resp
+    }
+
+    /// After a restart: reconnects to every live shim under the state dir and cleans up after
+    /// dead ones. Returns the tasks that were found dead, for exit events.
+    pub async fn restore(&self) -> Vec<(String, String, api::DeleteResponse)> {
+        let mut dead = Vec::new();
+        let Ok(namespaces) = std::fs::read_dir(&self.state) else { return dead };
+        for ns in namespaces.flatten() {
+            let ns_name = ns.file_name().to_string_lossy().into_owned();
+            let Ok(tasks) = std::fs::read_dir(ns.path()) else { continue };
+            for t in tasks.flatten() {
+                let id = t.file_name().to_string_lossy().into_owned();
+                let bundle = t.path();
+                let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
+                let connected = if address.trim().is_empty() {
+                    None
+                } else {
+                    Shim::connect(address.trim(), &ns_name, &id, bundle.clone()).await.ok()
+                };
+                match connected {
+                    Some(shim) => {
+                        tracing::info!(namespace = %ns_name, id = %id, "reconnected to shim");
+                        self.watch_log(&bundle, &ns_name, &id);
+                        self.shims.lock().await.insert((ns_name.clone(), id), Arc::new(shim));
+                    }
+                    None => {
+                        tracing::info!(namespace = %ns_name, id = %id, "shim is gone: cleaning up");
+                        let r = self.cleanup_dead(&ns_name, &id, &bundle).await;
+                        dead.push((ns_name.clone(), id, r));
+                    }
+                }
+            }
+        }
+        dead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_names_map_to_binaries() {
+        assert_eq!(shim_binary_name("io.containerd.runc.v2").unwrap(), "containerd-shim-runc-v2");
+        assert_eq!(shim_binary_name("io.containerd.wharf.v2").unwrap(), "containerd-shim-wharf-v2");
+        assert!(shim_binary_name("../../bin/sh").is_err());
+        assert!(shim_binary_name("x").is_err());
+    }
+}
