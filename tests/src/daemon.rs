@@ -132,7 +132,14 @@ impl Wharfd {
 
     /// Runs ctr with `input` on stdin.
     pub fn ctr_input(&self, args: &[&str], input: &[u8]) -> Output {
-        ctr_at(&self.socket, args, Some(input))
+        ctr_at_with(&self.socket, args, Some(input), Duration::ZERO)
+    }
+
+    /// Runs ctr and writes `input` to its stdin only after `delay`. `ctr run` (containerd 1.6
+    /// too) only closes the task's stdin at EOF if the EOF comes after the task was created;
+    /// input piped in at once leaves `cat` waiting forever, against containerd as against wharf.
+    pub fn ctr_input_after(&self, args: &[&str], input: &[u8], delay: Duration) -> Output {
+        ctr_at_with(&self.socket, args, Some(input), delay)
     }
 
     /// Runs ctr and fails the test with its output unless it succeeded; returns stdout.
@@ -173,6 +180,10 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 pub fn ctr_at(socket: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
+    ctr_at_with(socket, args, input, Duration::ZERO)
+}
+
+fn ctr_at_with(socket: &Path, args: &[&str], input: Option<&[u8]>, delay: Duration) -> Output {
     let mut c = Command::new("ctr");
     c.arg("--address").arg(socket).args(args);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -182,18 +193,116 @@ pub fn ctr_at(socket: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
         c.stdin(Stdio::null());
     }
     let mut child = c.spawn().expect("run ctr (Debian package containerd)");
-    if let Some(data) = input {
-        use std::io::Write;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(data);
+    let writer = match (input, child.stdin.take()) {
+        (Some(data), Some(mut stdin)) => {
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || {
+                use std::io::Write;
+                std::thread::sleep(delay);
+                let _ = stdin.write_all(&data);
+            }))
+        }
+        _ => None,
+    };
+    // A hung call fails the test with ctr's output instead of hanging the suite.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + CTR_TIMEOUT;
+            while std::time::Instant::now() < deadline {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("ctr {pid} still running after {CTR_TIMEOUT:?}: killed");
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        })
+    };
+    let out = child.wait_with_output().expect("wait for ctr");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = watchdog.join();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    out
+}
+
+/// Longest any single ctr call may take in a test.
+const CTR_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Kills the shims serving `socket` with everything they started, and removes their runc state
+/// (Debian's runc shim keeps it under /run/containerd/runc/<ns>/<id>, shared between daemons),
+/// so a failed test leaves nothing running that a later run would collide with.
+fn kill_shims_of(socket: &Path) {
+    let procs: Vec<(i32, i32, Vec<String>)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: i32 = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, ppid, args))
+        })
+        .collect();
+    let sock = socket.to_string_lossy();
+    let arg = |args: &[String], flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    for (pid, _, args) in procs.iter().filter(|(_, _, a)| {
+        a.first().is_some_and(|b| b.contains("containerd-shim"))
+            && arg(a, "-address").as_deref() == Some(&*sock)
+    }) {
+        let mut tree = vec![*pid];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+            i += 1;
+        }
+        for p in tree.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let (Some(ns), Some(id)) = (arg(args, "-namespace"), arg(args, "-id")) {
+            let _ = Command::new("runc")
+                .args([
+                    "--root",
+                    &format!("/run/containerd/runc/{ns}"),
+                    "delete",
+                    "-f",
+                    &id,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
-    child.wait_with_output().expect("wait for ctr")
 }
 
 impl Drop for Wharfd {
     fn drop(&mut self) {
         self.kill();
+        kill_shims_of(&self.socket);
         // Unmount anything a failed test left under our directory before it is removed.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
             let base = self.dir.path().to_string_lossy().to_string();

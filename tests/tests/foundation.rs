@@ -699,14 +699,24 @@ fn events_reach_subscribers_with_filters() {
     // Wait until the subscription is registered: publish until the subscriber sees one.
     std::thread::sleep(Duration::from_millis(300));
     w.ctr_ok(&["namespaces", "create", "evt"]);
-    let out = ingest(&w, &["-n", "evt", "content", "ingest", "x"], b"an event that is filtered out");
+    let out = ingest(
+        &w,
+        &["-n", "evt", "content", "ingest", "x"],
+        b"an event that is filtered out",
+    );
     assert!(out.status.success());
     w.ctr_ok(&["namespaces", "label", "evt", "k=v"]);
     std::thread::sleep(Duration::from_millis(300));
     let _ = sub.kill();
     let out = sub.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/namespaces/create") && text.contains("evt"), "{text}");
+    assert!(
+        text.contains("/namespaces/create") && text.contains("evt"),
+        "{text}"
+    );
     assert!(text.contains("/namespaces/update"), "{text}");
-    assert!(!text.contains("/content/create"), "filter must drop other topics: {text}");
+    assert!(
+        !text.contains("/content/create"),
+        "filter must drop other topics: {text}"
+    );
 }

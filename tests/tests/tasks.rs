@@ -20,10 +20,16 @@ fn setup() -> (Registry, Wharfd, String) {
 
 fn task_status(w: &Wharfd, id: &str) -> Option<(String, String)> {
     let ls = w.ctr_ok(&["-n", "test", "tasks", "ls"]);
-    ls.lines().skip(1).find(|l| l.split_whitespace().next() == Some(id)).map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1).unwrap_or(&"").to_string(), f.get(2).unwrap_or(&"").to_string())
-    })
+    ls.lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f.get(1).unwrap_or(&"").to_string(),
+                f.get(2).unwrap_or(&"").to_string(),
+            )
+        })
 }
 
 fn wait_status(w: &Wharfd, id: &str, want: &str) {
@@ -33,7 +39,10 @@ fn wait_status(w: &Wharfd, id: &str, want: &str) {
         if st.as_ref().map(|s| s.1.as_str()) == Some(want) {
             return;
         }
-        assert!(Instant::now() < deadline, "task {id} never became {want}: {st:?}");
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never became {want}: {st:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -44,21 +53,46 @@ fn run_output_exit_codes_and_stdin() {
     let out = w.ctr_ok(&["-n", "test", "run", "--rm", &r, "t1", "echo", "hello"]);
     assert_eq!(out.trim(), "hello");
     let out = w.ctr(&["-n", "test", "run", "--rm", &r, "t2", "sh", "-c", "exit 42"]);
-    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
-    // ctr 1.6 attaches stdin to every foreground run.
-    let out = w.ctr_input(&["-n", "test", "run", "--rm", &r, "t3", "cat"], b"abc\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ctr 1.6 attaches stdin to every foreground run and sends CloseIO at its EOF.
+    let out = w.ctr_input_after(
+        &["-n", "test", "run", "--rm", &r, "t3", "cat"],
+        b"abc\n",
+        Duration::from_secs(1),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "abc");
     // Nothing is left behind: no containers, tasks, snapshots other than the image's, bundles.
-    assert!(w.ctr_ok(&["-n", "test", "containers", "ls", "-q"]).trim().is_empty());
-    assert!(w.ctr_ok(&["-n", "test", "tasks", "ls", "-q"]).trim().is_empty());
+    assert!(w
+        .ctr_ok(&["-n", "test", "containers", "ls", "-q"])
+        .trim()
+        .is_empty());
+    assert!(w
+        .ctr_ok(&["-n", "test", "tasks", "ls", "-q"])
+        .trim()
+        .is_empty());
     let bundles = w.state.join("io.containerd.runtime.v2.task/test");
-    let left: Vec<_> = std::fs::read_dir(&bundles).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&bundles)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "bundles left: {left:?}");
     // A command missing from the image: the error comes back, nothing is left.
     let out = w.ctr(&["-n", "test", "run", "--rm", &r, "t5", "/no/such/binary"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -66,33 +100,75 @@ fn detached_exec_kill_delete_and_crash_recovery() {
     let (_reg, mut w, r) = setup();
     w.ctr_ok(&["-n", "test", "run", "-d", &r, "d1", "sleep", "1000"]);
     // A shell that handles SIGTERM (a bare `sleep` as PID 1 would ignore it).
-    w.ctr_ok(&["-n", "test", "run", "-d", &r, "d2", "sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"]);
+    w.ctr_ok(&[
+        "-n",
+        "test",
+        "run",
+        "-d",
+        &r,
+        "d2",
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; sleep 1000 & wait",
+    ]);
     wait_status(&w, "d1", "RUNNING");
     let pid1 = task_status(&w, "d1").unwrap().0;
     let ps = w.ctr_ok(&["-n", "test", "tasks", "ps", "d1"]);
     assert!(ps.contains(&pid1), "{ps}");
-    let out = w.ctr_ok(&["-n", "test", "tasks", "exec", "--exec-id", "e1", "d1", "sh", "-c", "echo in"]);
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        "d1",
+        "sh",
+        "-c",
+        "echo in",
+    ]);
     assert_eq!(out.trim(), "in");
 
     // wharfd dies; the shims keep the tasks running and wharfd finds them again.
     w.kill();
     w.spawn().unwrap();
     wait_status(&w, "d1", "RUNNING");
-    assert_eq!(task_status(&w, "d1").unwrap().0, pid1, "same process after the restart");
+    assert_eq!(
+        task_status(&w, "d1").unwrap().0,
+        pid1,
+        "same process after the restart"
+    );
     wait_status(&w, "d2", "RUNNING");
-    let out = w.ctr_ok(&["-n", "test", "tasks", "exec", "--exec-id", "e2", "d1", "sh", "-c", "echo again"]);
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "d1",
+        "sh",
+        "-c",
+        "echo again",
+    ]);
     assert_eq!(out.trim(), "again");
 
     w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "d1"]);
     wait_status(&w, "d1", "STOPPED");
     let err = w.ctr_err(&["-n", "test", "containers", "rm", "d2"]);
-    assert!(err.contains("running") || err.contains("failed precondition"), "{err}");
+    assert!(
+        err.contains("running") || err.contains("failed precondition"),
+        "{err}"
+    );
     w.ctr_ok(&["-n", "test", "tasks", "kill", "d2"]);
     wait_status(&w, "d2", "STOPPED");
     for id in ["d1", "d2"] {
         w.ctr_ok(&["-n", "test", "tasks", "rm", id]);
         w.ctr_ok(&["-n", "test", "containers", "rm", id]);
     }
-    assert!(w.ctr_ok(&["-n", "test", "tasks", "ls", "-q"]).trim().is_empty());
+    assert!(w
+        .ctr_ok(&["-n", "test", "tasks", "ls", "-q"])
+        .trim()
+        .is_empty());
     assert!(!std::path::Path::new(&format!("/proc/{pid1}")).exists());
 }

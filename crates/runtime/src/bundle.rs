@@ -30,29 +30,41 @@ impl Bundle {
             return Err(Error::AlreadyExists(format!("task {id}")));
         }
         let mk = |p: &Path, mode: u32| {
-            fs::DirBuilder::new().recursive(true).mode(mode).create(p).ctx(|| format!("create {}", p.display()))
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(p)
+                .ctx(|| format!("create {}", p.display()))
         };
         mk(path.parent().unwrap_or(state), 0o711)?;
-        fs::DirBuilder::new().mode(0o711).create(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::AlreadyExists(format!("task {id}"))
-            } else {
-                Error::io_path("create bundle", &path, e)
-            }
-        })?;
+        fs::DirBuilder::new()
+            .mode(0o711)
+            .create(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::AlreadyExists(format!("task {id}"))
+                } else {
+                    Error::io_path("create bundle", &path, e)
+                }
+            })?;
         let b = Bundle { path, work };
         let res = (|| {
             mk(&b.work, 0o711)?;
             mk(&b.path.join("rootfs"), 0o711)?;
             let _ = fs::remove_file(b.path.join("work"));
-            std::os::unix::fs::symlink(&b.work, b.path.join("work")).ctx(|| "link bundle work dir".to_string())?;
+            std::os::unix::fs::symlink(&b.work, b.path.join("work"))
+                .ctx(|| "link bundle work dir".to_string())?;
             // Shims write their log to this FIFO (containerd's contract; the runc shim exits
             // without it).
-            nix::unistd::mkfifo(&b.path.join("log"), nix::sys::stat::Mode::from_bits_truncate(0o700))
-                .map_err(|e| Error::Internal(format!("create shim log fifo: {e}")))?;
+            nix::unistd::mkfifo(
+                &b.path.join("log"),
+                nix::sys::stat::Mode::from_bits_truncate(0o700),
+            )
+            .map_err(|e| Error::Internal(format!("create shim log fifo: {e}")))?;
             let cfg = b.path.join("config.json");
             fs::write(&cfg, spec).ctx(|| format!("write {}", cfg.display()))?;
-            fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).ctx(|| "chmod config.json".to_string())?;
+            fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644))
+                .ctx(|| "chmod config.json".to_string())?;
             Ok(())
         })();
         if let Err(e) = res {

@@ -45,7 +45,12 @@ pub fn from_ttrpc(what: &str, e: ttrpc::Error) -> Error {
 
 impl Shim {
     /// Connects to a shim at `address` (`unix:///path`) and finds which task service it serves.
-    pub async fn connect(address: &str, namespace: &str, id: &str, bundle: std::path::PathBuf) -> Result<Shim> {
+    pub async fn connect(
+        address: &str,
+        namespace: &str,
+        id: &str,
+        bundle: std::path::PathBuf,
+    ) -> Result<Shim> {
         let client = Client::connect(address)
             .await
             .map_err(|e| Error::Unavailable(format!("connect to shim {address}: {e}")))?;
@@ -57,19 +62,31 @@ impl Shim {
             id: id.to_string(),
             bundle,
         };
-        let req = api::ConnectRequest { id: id.to_string(), ..Default::default() };
-        match shim.call::<_, api::ConnectResponse>("Connect", &req, Some(CALL_TIMEOUT)).await {
+        let req = api::ConnectRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        match shim
+            .call::<_, api::ConnectResponse>("Connect", &req, Some(CALL_TIMEOUT))
+            .await
+        {
             Ok(_) => {}
             Err(Error::NotImplemented(_)) | Err(Error::NotFound(_)) => {
                 shim.service = V3;
-                shim.call::<_, api::ConnectResponse>("Connect", &req, Some(CALL_TIMEOUT)).await?;
+                shim.call::<_, api::ConnectResponse>("Connect", &req, Some(CALL_TIMEOUT))
+                    .await?;
             }
             Err(e) => return Err(e),
         }
         Ok(shim)
     }
 
-    async fn call<Req, Resp>(&self, method: &str, req: &Req, timeout: Option<Duration>) -> Result<Resp>
+    async fn call<Req, Resp>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> Result<Resp>
     where
         Req: MessageFull,
         Resp: MessageFull,
@@ -89,34 +106,59 @@ impl Shim {
     }
 
     pub async fn start(&self, exec_id: &str) -> Result<api::StartResponse> {
-        let req = api::StartRequest { id: self.id.clone(), exec_id: exec_id.into(), ..Default::default() };
+        let req = api::StartRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
         self.call("Start", &req, Some(CALL_TIMEOUT)).await
     }
 
     pub async fn state(&self, exec_id: &str) -> Result<api::StateResponse> {
-        let req = api::StateRequest { id: self.id.clone(), exec_id: exec_id.into(), ..Default::default() };
+        let req = api::StateRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
         self.call("State", &req, Some(CALL_TIMEOUT)).await
     }
 
     pub async fn delete(&self, exec_id: &str) -> Result<api::DeleteResponse> {
-        let req = api::DeleteRequest { id: self.id.clone(), exec_id: exec_id.into(), ..Default::default() };
+        let req = api::DeleteRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
         self.call("Delete", &req, Some(CALL_TIMEOUT)).await
     }
 
     pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        let req =
-            api::KillRequest { id: self.id.clone(), exec_id: exec_id.into(), signal, all, ..Default::default() };
-        self.call::<_, api::Empty>("Kill", &req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        let req = api::KillRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.into(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.call::<_, api::Empty>("Kill", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     /// Blocks until the process exits.
     pub async fn wait(&self, exec_id: &str) -> Result<api::WaitResponse> {
-        let req = api::WaitRequest { id: self.id.clone(), exec_id: exec_id.into(), ..Default::default() };
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
         self.call("Wait", &req, None).await
     }
 
     pub async fn exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
-        self.call::<_, api::Empty>("Exec", req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        self.call::<_, api::Empty>("Exec", req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn resize_pty(&self, exec_id: &str, width: u32, height: u32) -> Result<()> {
@@ -127,42 +169,76 @@ impl Shim {
             height,
             ..Default::default()
         };
-        self.call::<_, api::Empty>("ResizePty", &req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        self.call::<_, api::Empty>("ResizePty", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn close_io(&self, exec_id: &str, stdin: bool) -> Result<()> {
-        let req = api::CloseIORequest { id: self.id.clone(), exec_id: exec_id.into(), stdin, ..Default::default() };
-        self.call::<_, api::Empty>("CloseIO", &req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        let req = api::CloseIORequest {
+            id: self.id.clone(),
+            exec_id: exec_id.into(),
+            stdin,
+            ..Default::default()
+        };
+        self.call::<_, api::Empty>("CloseIO", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn pids(&self) -> Result<api::PidsResponse> {
-        let req = api::PidsRequest { id: self.id.clone(), ..Default::default() };
+        let req = api::PidsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
         self.call("Pids", &req, Some(CALL_TIMEOUT)).await
     }
 
     pub async fn pause(&self) -> Result<()> {
-        let req = api::PauseRequest { id: self.id.clone(), ..Default::default() };
-        self.call::<_, api::Empty>("Pause", &req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        let req = api::PauseRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.call::<_, api::Empty>("Pause", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn resume(&self) -> Result<()> {
-        let req = api::ResumeRequest { id: self.id.clone(), ..Default::default() };
-        self.call::<_, api::Empty>("Resume", &req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        let req = api::ResumeRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.call::<_, api::Empty>("Resume", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn update(&self, req: &api::UpdateTaskRequest) -> Result<()> {
-        self.call::<_, api::Empty>("Update", req, Some(CALL_TIMEOUT)).await.map(|_| ())
+        self.call::<_, api::Empty>("Update", req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn stats(&self) -> Result<api::StatsResponse> {
-        let req = api::StatsRequest { id: self.id.clone(), ..Default::default() };
+        let req = api::StatsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
         self.call("Stats", &req, Some(CALL_TIMEOUT)).await
     }
 
     pub async fn shutdown(&self) -> Result<()> {
-        let req = api::ShutdownRequest { id: self.id.clone(), now: false, ..Default::default() };
+        let req = api::ShutdownRequest {
+            id: self.id.clone(),
+            now: false,
+            ..Default::default()
+        };
         // The shim exits while answering: a broken connection here is success.
-        match self.call::<_, api::Empty>("Shutdown", &req, Some(CALL_TIMEOUT)).await {
+        match self
+            .call::<_, api::Empty>("Shutdown", &req, Some(CALL_TIMEOUT))
+            .await
+        {
             Ok(_) | Err(Error::Unavailable(_)) => Ok(()),
             Err(e) => Err(e),
         }

@@ -41,8 +41,17 @@ pub struct Manager {
 /// `io.containerd.runc.v2` → `containerd-shim-runc-v2`.
 pub fn shim_binary_name(runtime: &str) -> Result<String> {
     let parts: Vec<&str> = runtime.split('.').collect();
-    if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
-        return Err(Error::InvalidArgument(format!("invalid runtime name {runtime:?}")));
+    if parts.len() < 2
+        || parts.iter().any(|p| {
+            p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    {
+        return Err(Error::InvalidArgument(format!(
+            "invalid runtime name {runtime:?}"
+        )));
     }
     let n = parts.len();
     Ok(format!("containerd-shim-{}-{}", parts[n - 2], parts[n - 1]))
@@ -53,7 +62,10 @@ pub fn shim_binary_name(runtime: &str) -> Result<String> {
 fn forward_log(bundle: &Path, id: &str) -> Option<tokio::task::AbortHandle> {
     use tokio::io::AsyncBufReadExt;
     // Read-write, so the FIFO never reports end-of-file between two writers (shim restarts).
-    let rx = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(bundle.join("log")).ok()?;
+    let rx = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(bundle.join("log"))
+        .ok()?;
     let id = id.to_string();
     let task = tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(rx).lines();
@@ -81,7 +93,9 @@ pub fn find_binary(name: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(Error::NotFound(format!("runtime binary {name} (looked next to wharfd and in PATH)")))
+    Err(Error::NotFound(format!(
+        "runtime binary {name} (looked next to wharfd and in PATH)"
+    )))
 }
 
 impl Manager {
@@ -96,7 +110,13 @@ impl Manager {
         }
     }
 
-    fn shim_command(&self, binary: &Path, ns: &str, id: &str, bundle: &Path) -> tokio::process::Command {
+    fn shim_command(
+        &self,
+        binary: &Path,
+        ns: &str,
+        id: &str,
+        bundle: &Path,
+    ) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(binary);
         c.arg("-namespace")
             .arg(ns)
@@ -117,12 +137,22 @@ impl Manager {
 
     /// The shim of a task, if it has one.
     pub async fn get(&self, ns: &str, id: &str) -> Option<Arc<Shim>> {
-        self.shims.lock().await.get(&(ns.to_string(), id.to_string())).cloned()
+        self.shims
+            .lock()
+            .await
+            .get(&(ns.to_string(), id.to_string()))
+            .cloned()
     }
 
     /// Every task of a namespace.
     pub async fn list(&self, ns: &str) -> Vec<Arc<Shim>> {
-        self.shims.lock().await.iter().filter(|((n, _), _)| n == ns).map(|(_, s)| s.clone()).collect()
+        self.shims
+            .lock()
+            .await
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// Creates a task: bundle, shim start, connect, Create. On failure nothing is left behind.
@@ -133,8 +163,11 @@ impl Manager {
         }
         let binary = find_binary(&shim_binary_name(&t.runtime)?)?;
         let bundle = Bundle::create(&self.state, &self.root, &t.namespace, &t.id, &t.spec)?;
-        std::fs::write(bundle.path.join("shim-binary-path"), binary.as_os_str().as_encoded_bytes())
-            .map_err(|e| Error::io("record shim binary", e))?;
+        std::fs::write(
+            bundle.path.join("shim-binary-path"),
+            binary.as_os_str().as_encoded_bytes(),
+        )
+        .map_err(|e| Error::io("record shim binary", e))?;
         self.watch_log(&bundle.path, &t.namespace, &t.id);
         let result = async {
             let out = self
@@ -174,20 +207,34 @@ impl Manager {
 
     /// Deletes a task's init process, stops its shim and removes its bundle.
     pub async fn delete(&self, ns: &str, id: &str) -> Result<api::DeleteResponse> {
-        let shim = self.get(ns, id).await.ok_or_else(|| Error::NotFound(format!("task {id}")))?;
+        let shim = self
+            .get(ns, id)
+            .await
+            .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
         let resp = shim.delete("").await?;
         if let Err(e) = shim.shutdown().await {
             tracing::warn!(id, error = %e, "shim shutdown");
         }
-        self.shims.lock().await.remove(&(ns.to_string(), id.to_string()));
+        self.shims
+            .lock()
+            .await
+            .remove(&(ns.to_string(), id.to_string()));
         self.stop_log(ns, id);
-        Bundle { path: shim.bundle.clone(), work: self.root.join(ns).join(id) }.remove();
+        Bundle {
+            path: shim.bundle.clone(),
+            work: self.root.join(ns).join(id),
+        }
+        .remove();
         Ok(resp)
     }
 
     /// Forgets a shim whose connection is gone and cleans up after it (`<shim> delete`).
     pub async fn reap(&self, ns: &str, id: &str) -> Option<api::DeleteResponse> {
-        let shim = self.shims.lock().await.remove(&(ns.to_string(), id.to_string()))?;
+        let shim = self
+            .shims
+            .lock()
+            .await
+            .remove(&(ns.to_string(), id.to_string()))?;
         Some(self.cleanup_dead(ns, id, &shim.bundle).await)
     }
 
@@ -212,23 +259,38 @@ impl Manager {
     /// Runs `<shim> -bundle B delete` for a shim that is gone, then removes the bundle.
     async fn cleanup_dead(&self, ns: &str, id: &str, bundle: &Path) -> api::DeleteResponse {
         self.stop_log(ns, id);
-        let mut resp = api::DeleteResponse { exit_status: 137, ..Default::default() };
+        let mut resp = api::DeleteResponse {
+            exit_status: 137,
+            ..Default::default()
+        };
         let binary = std::fs::read(bundle.join("shim-binary-path"))
             .ok()
             .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()));
         if let Some(binary) = binary {
-            let out = self.shim_command(&binary, ns, id, bundle).arg("-bundle").arg(bundle).arg("delete").output().await;
+            let out = self
+                .shim_command(&binary, ns, id, bundle)
+                .arg("-bundle")
+                .arg(bundle)
+                .arg("delete")
+                .output()
+                .await;
             match out {
                 Ok(o) if o.status.success() => {
                     if let Ok(r) = api::DeleteResponse::parse_from_bytes(&o.stdout) {
                         resp = r;
                     }
                 }
-                Ok(o) => tracing::warn!(id, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "shim delete"),
+                Ok(o) => {
+                    tracing::warn!(id, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "shim delete")
+                }
                 Err(e) => tracing::warn!(id, error = %e, "run shim delete"),
             }
         }
-        Bundle { path: bundle.to_path_buf(), work: self.root.join(ns).join(id) }.remove();
+        Bundle {
+            path: bundle.to_path_buf(),
+            work: self.root.join(ns).join(id),
+        }
+        .remove();
         resp
     }
 
@@ -236,10 +298,14 @@ impl Manager {
     /// dead ones. Returns the tasks that were found dead, for exit events.
     pub async fn restore(&self) -> Vec<(String, String, api::DeleteResponse)> {
         let mut dead = Vec::new();
-        let Ok(namespaces) = std::fs::read_dir(&self.state) else { return dead };
+        let Ok(namespaces) = std::fs::read_dir(&self.state) else {
+            return dead;
+        };
         for ns in namespaces.flatten() {
             let ns_name = ns.file_name().to_string_lossy().into_owned();
-            let Ok(tasks) = std::fs::read_dir(ns.path()) else { continue };
+            let Ok(tasks) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
             for t in tasks.flatten() {
                 let id = t.file_name().to_string_lossy().into_owned();
                 let bundle = t.path();
@@ -247,13 +313,18 @@ impl Manager {
                 let connected = if address.trim().is_empty() {
                     None
                 } else {
-                    Shim::connect(address.trim(), &ns_name, &id, bundle.clone()).await.ok()
+                    Shim::connect(address.trim(), &ns_name, &id, bundle.clone())
+                        .await
+                        .ok()
                 };
                 match connected {
                     Some(shim) => {
                         tracing::info!(namespace = %ns_name, id = %id, "reconnected to shim");
                         self.watch_log(&bundle, &ns_name, &id);
-                        self.shims.lock().await.insert((ns_name.clone(), id), Arc::new(shim));
+                        self.shims
+                            .lock()
+                            .await
+                            .insert((ns_name.clone(), id), Arc::new(shim));
                     }
                     None => {
                         tracing::info!(namespace = %ns_name, id = %id, "shim is gone: cleaning up");
@@ -273,8 +344,14 @@ mod tests {
 
     #[test]
     fn runtime_names_map_to_binaries() {
-        assert_eq!(shim_binary_name("io.containerd.runc.v2").unwrap(), "containerd-shim-runc-v2");
-        assert_eq!(shim_binary_name("io.containerd.wharf.v2").unwrap(), "containerd-shim-wharf-v2");
+        assert_eq!(
+            shim_binary_name("io.containerd.runc.v2").unwrap(),
+            "containerd-shim-runc-v2"
+        );
+        assert_eq!(
+            shim_binary_name("io.containerd.wharf.v2").unwrap(),
+            "containerd-shim-wharf-v2"
+        );
         assert!(shim_binary_name("../../bin/sh").is_err());
         assert!(shim_binary_name("x").is_err());
     }

@@ -18,7 +18,8 @@ use crate::gc::GcScheduler;
 use crate::services::{
     containers::ContainersService, content::ContentService, diff::DiffService,
     images::ImagesService, introspection::IntrospectionService, leases::LeasesService,
-    namespaces::NamespacesService, snapshots::SnapshotsService, tasks::TasksService, version::VersionService,
+    namespaces::NamespacesService, snapshots::SnapshotsService, tasks::TasksService,
+    version::VersionService,
 };
 
 /// Everything the services share.
@@ -68,7 +69,8 @@ impl Daemon {
         let tmp_mounts = root.join("tmpmounts");
         // Mounts left by a crash mid-apply: unmount and remove.
         cleanup_tmp_mounts(&tmp_mounts);
-        let runtime = wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address);
+        let runtime =
+            wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address);
         Ok(Arc::new(Daemon {
             runtime,
             tmp_mounts,

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use containerd_shim_protos::protobuf::well_known_types::{any::Any as PbAny, timestamp::Timestamp as PbTs};
+use containerd_shim_protos::protobuf::well_known_types::{
+    any::Any as PbAny, timestamp::Timestamp as PbTs,
+};
 use containerd_shim_protos::protobuf::MessageField;
 use prost_types::{Any, Timestamp};
 use tonic::{Request, Response, Status};
@@ -22,27 +24,47 @@ pub struct TasksService(pub Arc<Daemon>);
 
 fn any_to_shim(a: Option<Any>) -> MessageField<PbAny> {
     match a {
-        Some(a) => MessageField::some(PbAny { type_url: a.type_url, value: a.value, ..Default::default() }),
+        Some(a) => MessageField::some(PbAny {
+            type_url: a.type_url,
+            value: a.value,
+            ..Default::default()
+        }),
         None => MessageField::none(),
     }
 }
 
 fn any_from_shim(a: &MessageField<PbAny>) -> Option<Any> {
-    a.as_ref().map(|a| Any { type_url: a.type_url.clone(), value: a.value.clone() })
+    a.as_ref().map(|a| Any {
+        type_url: a.type_url.clone(),
+        value: a.value.clone(),
+    })
 }
 
 fn ts(t: &MessageField<PbTs>) -> Option<Timestamp> {
-    t.as_ref().map(|t| Timestamp { seconds: t.seconds, nanos: t.nanos })
+    t.as_ref().map(|t| Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    })
 }
 
 fn mount_to_shim(m: types::Mount) -> api::Mount {
-    api::Mount { type_: m.r#type, source: m.source, target: m.target, options: m.options, ..Default::default() }
+    api::Mount {
+        type_: m.r#type,
+        source: m.source,
+        target: m.target,
+        options: m.options,
+        ..Default::default()
+    }
 }
 
 fn process(container_id: &str, s: &api::StateResponse) -> tv1::Process {
     tv1::Process {
         container_id: container_id.to_string(),
-        id: if s.exec_id.is_empty() { container_id.to_string() } else { s.exec_id.clone() },
+        id: if s.exec_id.is_empty() {
+            container_id.to_string()
+        } else {
+            s.exec_id.clone()
+        },
         pid: s.pid,
         status: s.status.value(),
         stdin: s.stdin.clone(),
@@ -71,7 +93,9 @@ impl Adaptor for TaskView<'_> {
         match path.first()?.as_str() {
             "id" | "container_id" => Some(self.0.container_id.clone()),
             "pid" => Some(self.0.pid.to_string()),
-            "status" => tv1::Status::try_from(self.0.status).ok().map(|s| s.as_str_name().to_lowercase()),
+            "status" => tv1::Status::try_from(self.0.status)
+                .ok()
+                .map(|s| s.as_str_name().to_lowercase()),
             _ => None,
         }
     }
@@ -86,28 +110,39 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         if r.checkpoint.is_some() {
-            return Err(Status::unimplemented("restoring tasks from checkpoints is not supported by wharfd"));
+            return Err(Status::unimplemented(
+                "restoring tasks from checkpoints is not supported by wharfd",
+            ));
         }
         let c = self.0.db.container_get(&ns, &r.container_id).map_status()?;
-        let spec = c
-            .spec
-            .as_ref()
-            .map(|s| s.value.clone())
-            .ok_or_else(|| Status::failed_precondition(format!("container {} has no spec", c.id)))?;
+        let spec = c.spec.as_ref().map(|s| s.value.clone()).ok_or_else(|| {
+            Status::failed_precondition(format!("container {} has no spec", c.id))
+        })?;
         let mut rootfs: Vec<api::Mount> = r.rootfs.into_iter().map(mount_to_shim).collect();
         if rootfs.is_empty() && !c.snapshot_key.is_empty() {
             let s = self.0.snapshotters.get(&c.snapshotter).ok_or_else(|| {
-                Status::not_found(format!("snapshotter not loaded: {}: not found", c.snapshotter))
+                Status::not_found(format!(
+                    "snapshotter not loaded: {}: not found",
+                    c.snapshotter
+                ))
             })?;
             rootfs = s
                 .mounts(&ns, &c.snapshot_key)
                 .map_status()?
                 .into_iter()
-                .map(|m| api::Mount { type_: m.kind, source: m.source, options: m.options, ..Default::default() })
+                .map(|m| api::Mount {
+                    type_: m.kind,
+                    source: m.source,
+                    options: m.options,
+                    ..Default::default()
+                })
                 .collect();
         }
         let options = r.options.or_else(|| {
-            c.runtime_options.as_ref().map(|o| Any { type_url: o.type_url.clone(), value: o.value.clone() })
+            c.runtime_options.as_ref().map(|o| Any {
+                type_url: o.type_url.clone(),
+                value: o.value.clone(),
+            })
         });
         let request = api::CreateTaskRequest {
             rootfs,
@@ -121,27 +156,50 @@ impl Tasks for TasksService {
         let (_, pid) = self
             .0
             .runtime
-            .create(NewTask { namespace: ns, id: c.id.clone(), runtime: c.runtime_name.clone(), spec, request })
+            .create(NewTask {
+                namespace: ns,
+                id: c.id.clone(),
+                runtime: c.runtime_name.clone(),
+                spec,
+                request,
+            })
             .await
             .map_status()?;
-        Ok(Response::new(pb::CreateTaskResponse { container_id: c.id, pid }))
+        Ok(Response::new(pb::CreateTaskResponse {
+            container_id: c.id,
+            pid,
+        }))
     }
 
-    async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, Status> {
+    async fn start(
+        &self,
+        req: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let pid = self.shim(&ns, &r.container_id).await?.start(&r.exec_id).await.map_status()?.pid;
+        let pid = self
+            .shim(&ns, &r.container_id)
+            .await?
+            .start(&r.exec_id)
+            .await
+            .map_status()?
+            .pid;
         Ok(Response::new(pb::StartResponse { pid }))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteTaskRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().container_id;
         let shim = self.shim(&ns, &id).await?;
         let resp = match self.0.runtime.delete(&ns, &id).await {
             Ok(r) => r,
             // The shim died under us: clean up after it as containerd does.
-            Err(wharf_core::Error::Unavailable(_)) => self.0.runtime.reap(&ns, &id).await.unwrap_or_default(),
+            Err(wharf_core::Error::Unavailable(_)) => {
+                self.0.runtime.reap(&ns, &id).await.unwrap_or_default()
+            }
             Err(e) => return Err(crate::error::to_status(e)),
         };
         drop(shim);
@@ -160,9 +218,16 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         if r.exec_id.is_empty() {
-            return Err(Status::invalid_argument("exec id must be set; use Delete for the task"));
+            return Err(Status::invalid_argument(
+                "exec id must be set; use Delete for the task",
+            ));
         }
-        let resp = self.shim(&ns, &r.container_id).await?.delete(&r.exec_id).await.map_status()?;
+        let resp = self
+            .shim(&ns, &r.container_id)
+            .await?
+            .delete(&r.exec_id)
+            .await
+            .map_status()?;
         Ok(Response::new(pb::DeleteResponse {
             id: r.exec_id,
             pid: resp.pid,
@@ -188,10 +253,15 @@ impl Tasks for TasksService {
             }
             Err(e) => return Err(crate::error::to_status(e)),
         };
-        Ok(Response::new(pb::GetResponse { process: Some(process(&r.container_id, &st)) }))
+        Ok(Response::new(pb::GetResponse {
+            process: Some(process(&r.container_id, &st)),
+        }))
     }
 
-    async fn list(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&[req.into_inner().filter]).map_status()?;
         let mut tasks = Vec::new();
@@ -217,7 +287,11 @@ impl Tasks for TasksService {
     async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.shim(&ns, &r.container_id).await?.kill(&r.exec_id, r.signal, r.all).await.map_status()?;
+        self.shim(&ns, &r.container_id)
+            .await?
+            .kill(&r.exec_id, r.signal, r.all)
+            .await
+            .map_status()?;
         Ok(Response::new(()))
     }
 
@@ -243,17 +317,28 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    async fn resize_pty(&self, req: Request<pb::ResizePtyRequest>) -> Result<Response<Empty>, Status> {
+    async fn resize_pty(
+        &self,
+        req: Request<pb::ResizePtyRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.shim(&ns, &r.container_id).await?.resize_pty(&r.exec_id, r.width, r.height).await.map_status()?;
+        self.shim(&ns, &r.container_id)
+            .await?
+            .resize_pty(&r.exec_id, r.width, r.height)
+            .await
+            .map_status()?;
         Ok(Response::new(()))
     }
 
     async fn close_io(&self, req: Request<pb::CloseIoRequest>) -> Result<Response<Empty>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.shim(&ns, &r.container_id).await?.close_io(&r.exec_id, r.stdin).await.map_status()?;
+        self.shim(&ns, &r.container_id)
+            .await?
+            .close_io(&r.exec_id, r.stdin)
+            .await
+            .map_status()?;
         Ok(Response::new(()))
     }
 
@@ -271,14 +356,20 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    async fn list_pids(&self, req: Request<pb::ListPidsRequest>) -> Result<Response<pb::ListPidsResponse>, Status> {
+    async fn list_pids(
+        &self,
+        req: Request<pb::ListPidsRequest>,
+    ) -> Result<Response<pb::ListPidsResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().container_id;
         let resp = self.shim(&ns, &id).await?.pids().await.map_status()?;
         let processes = resp
             .processes
             .iter()
-            .map(|p| tv1::ProcessInfo { pid: p.pid, info: any_from_shim(&p.info) })
+            .map(|p| tv1::ProcessInfo {
+                pid: p.pid,
+                info: any_from_shim(&p.info),
+            })
             .collect();
         Ok(Response::new(pb::ListPidsResponse { processes }))
     }
@@ -287,7 +378,9 @@ impl Tasks for TasksService {
         &self,
         _req: Request<pb::CheckpointTaskRequest>,
     ) -> Result<Response<pb::CheckpointTaskResponse>, Status> {
-        Err(Status::unimplemented("checkpointing tasks is not supported by wharfd"))
+        Err(Status::unimplemented(
+            "checkpointing tasks is not supported by wharfd",
+        ))
     }
 
     async fn update(&self, req: Request<pb::UpdateTaskRequest>) -> Result<Response<Empty>, Status> {
@@ -304,12 +397,18 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    async fn metrics(&self, req: Request<pb::MetricsRequest>) -> Result<Response<pb::MetricsResponse>, Status> {
+    async fn metrics(
+        &self,
+        req: Request<pb::MetricsRequest>,
+    ) -> Result<Response<pb::MetricsResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_status()?;
         let mut metrics = Vec::new();
         for shim in self.0.runtime.list(&ns).await {
-            let view = tv1::Process { container_id: shim.id.clone(), ..Default::default() };
+            let view = tv1::Process {
+                container_id: shim.id.clone(),
+                ..Default::default()
+            };
             if !filter.matches(&TaskView(&view)) {
                 continue;
             }
@@ -324,16 +423,23 @@ impl Tasks for TasksService {
         Ok(Response::new(pb::MetricsResponse { metrics }))
     }
 
-    async fn wait(&self, req: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
+    async fn wait(
+        &self,
+        req: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let shim = self.shim(&ns, &r.container_id).await?;
         let resp = match shim.wait(&r.exec_id).await {
-            Ok(w) => pb::WaitResponse { exit_status: w.exit_status, exited_at: ts(&w.exited_at) },
+            Ok(w) => pb::WaitResponse {
+                exit_status: w.exit_status,
+                exited_at: ts(&w.exited_at),
+            },
             // The shim died: its task is gone with it.
-            Err(wharf_core::Error::Unavailable(_)) => {
-                pb::WaitResponse { exit_status: 137, exited_at: Some(std::time::SystemTime::now().into()) }
-            }
+            Err(wharf_core::Error::Unavailable(_)) => pb::WaitResponse {
+                exit_status: 137,
+                exited_at: Some(std::time::SystemTime::now().into()),
+            },
             Err(e) => return Err(crate::error::to_status(e)),
         };
         Ok(Response::new(resp))
