@@ -441,3 +441,97 @@ fn bad_input_unknown_runtime_and_missing_rootfs() {
         .trim()
         .is_empty());
 }
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| t.starts_with(&d))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn two_hundred_runs_leak_nothing() {
+    let (_reg, w, r) = setup();
+    let pid = w.pid().unwrap();
+    let run = |id: &str| {
+        let out = w.ctr_ok(&[
+            "-n",
+            "test",
+            "run",
+            "--runtime",
+            RT,
+            "--rm",
+            &r,
+            id,
+            "echo",
+            id,
+        ]);
+        assert_eq!(out.trim(), id);
+    };
+    // Warm up: the first runs size wharfd's pools and caches.
+    for i in 0..10 {
+        run(&format!("warm{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = fd_count(pid);
+    let rss = rss_kib(pid);
+    let shim_state = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let sockets = shim_state("/run/wharf/s");
+    let roots = shim_state("/run/wharf/c");
+    for i in 0..200 {
+        run(&format!("leak{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_after = fd_count(pid);
+    assert!(fds_after <= fds + 2, "wharfd fds {fds} -> {fds_after}");
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after <= rss + 2048,
+        "wharfd RSS {rss} KiB -> {rss_after} KiB"
+    );
+    assert!(
+        mounts_under(w.dir.path()).is_empty(),
+        "{:?}",
+        mounts_under(w.dir.path())
+    );
+    let bundles = w.state.join("io.containerd.runtime.v2.task/test");
+    let left = std::fs::read_dir(&bundles).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "bundles left");
+    for i in [0, 99, 199] {
+        let dirs = cgroup_dirs(&format!("test/leak{i}"));
+        assert!(dirs.is_empty(), "{dirs:?}");
+    }
+    assert!(shim_pids("leak199").is_empty());
+    // Other tests may run shims meanwhile; these dirs must not grow by our 200 runs.
+    assert!(
+        shim_state("/run/wharf/s") <= sockets + 8,
+        "shim sockets left"
+    );
+    assert!(
+        shim_state("/run/wharf/c") <= roots + 8,
+        "shim runtime roots left"
+    );
+    assert!(w
+        .ctr_ok(&["-n", "test", "containers", "ls", "-q"])
+        .trim()
+        .is_empty());
+}

@@ -47,6 +47,7 @@ pub fn start(args: &Args) -> Result<(), String> {
                 }
             };
             let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_dir_all(args.runtime_root());
             std::process::exit(code);
         }
     }
