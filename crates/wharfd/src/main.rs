@@ -68,8 +68,15 @@ fn run() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level {:?}", config.log_level))?;
     use std::io::IsTerminal;
+    // At trace level every gRPC call's span is logged when it closes, with its duration.
+    let spans = if config.log_level.contains("trace") {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(spans)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
