@@ -758,6 +758,8 @@ impl Task for Service {
                     "cannot exec in a task that is not running",
                 ));
             }
+            // Start comes next and moves the new process into the container's cgroups.
+            crate::cgroup::prewarm_attach();
             let spec = req
                 .spec
                 .as_ref()
