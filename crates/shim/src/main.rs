@@ -10,6 +10,7 @@ mod args;
 mod cgroup;
 mod daemon;
 mod delete;
+mod engine;
 mod events;
 mod process;
 mod reaper;
