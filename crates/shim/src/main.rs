@@ -16,7 +16,6 @@ mod process;
 mod reaper;
 mod service;
 mod stdio;
-mod trim;
 
 use std::process::ExitCode;
 

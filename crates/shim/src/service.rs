@@ -439,7 +439,7 @@ impl Task for Service {
             init.status = Status::RUNNING;
             let pid = init.pid;
             drop(guard);
-            crate::trim::soon();
+            wharf_core::memory::trim_soon(std::time::Duration::from_millis(200));
             self.events.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 &ev::TaskStart {
@@ -521,7 +521,7 @@ impl Task for Service {
         }
         let early = self.claim(inner, pid);
         drop(guard);
-        crate::trim::soon();
+        wharf_core::memory::trim_soon(std::time::Duration::from_millis(200));
         self.events.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
             &ev::TaskExecStarted {
