@@ -15,6 +15,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import emit  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "15"))
 INGEST_MIB = int(os.environ.get("INGEST_MIB", "512"))
@@ -139,6 +142,11 @@ def main():
             line += f"   {statistics.median(res['wharf'][key]) / statistics.median(res['containerd'][key]):8.2f}x"
         print(line)
     print(f"{'sha256 + write + fsync floor':<28}{fmt(med(floor), 'MiB/s'):>34}")
+    c = res.get("containerd", {})
+    emit("daemon start -> API answering (ms)", res["wharf"]["start"], c.get("start"))
+    emit("daemon idle RSS (MiB)", res["wharf"]["rss"], c.get("rss"))
+    emit("ctr content ingest (MiB/s, higher is better)", res["wharf"]["ingest"], c.get("ingest"),
+         f"sha256+write+fsync floor {statistics.median(floor):.0f} MiB/s")
     w = statistics.median(res["wharf"]["ingest"])
     print(f"wharf ingest vs floor: {statistics.median(floor) / w:.2f}x slower than hashing+writing alone")
 

@@ -21,6 +21,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import emit  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "5"))
 TARGET_MB = int(os.environ.get("TARGET_MB", "120"))
@@ -194,6 +197,8 @@ def main():
     for k in kinds:
         print(f"ctr images pull via {k:<11}          {med(res[k]):.2f} s  (min {min(res[k]):.2f}, max {max(res[k]):.2f})")
     limit = max(med(dl), med(gun))
+    emit(f"ctr images pull, {len(raw) >> 20} MiB image (s)", res["wharf"], res.get("containerd"),
+         f"limit max(download, gunzip) = {limit:.2f} s")
     print(f"wharf / max(download, gunzip):           {med(res['wharf']) / limit:.2f}x")
     if "containerd" in res:
         print(f"wharf / containerd:                      {med(res['wharf']) / med(res['containerd']):.2f}x "

@@ -27,6 +27,9 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import busybox_image  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import emit  # noqa: E402
 RUNS = int(os.environ.get("RUNS", "15"))
 N_SEQ = int(os.environ.get("N_SEQ", "50"))
 N_CONC = int(os.environ.get("N_CONC", "20"))
@@ -310,6 +313,12 @@ def main():
         reg.terminate()
         shutil.rmtree(base, ignore_errors=True)
 
+    for key in res["wharf"]:
+        emit(key, res["wharf"][key], res.get("containerd+runc", {}).get(key))
+    if "wharf+runc" in res:
+        key = "run --rm true (ms)"
+        emit("run --rm true, wharfd + Debian's runc shim (ms)", res["wharf+runc"][key],
+             res.get("containerd+runc", {}).get(key), "same shim and runc as containerd: the daemon's share")
     labels = [s[0] for s in setups]
     print(f"\nmachine: {os.cpu_count()} cores, kernel {os.uname().release}; run --rm x{RUNS}; "
           f"fresh ext4 loop root per daemon")

@@ -226,6 +226,22 @@ impl Writer {
         Ok(())
     }
 
+    /// The first half of a pipelined [`write`](Self::write): counts and hashes `data` as the
+    /// next bytes, so the caller can answer its client before the disk write;
+    /// [`persist`](Self::persist) with the same bytes must follow. If that fails the writer is
+    /// unusable (the stream must fail; a later writer on the same ref re-reads the file).
+    pub fn absorb(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.offset += data.len() as u64;
+    }
+
+    /// The second half of a pipelined write: the bytes [`absorb`](Self::absorb) counted.
+    pub fn persist(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .ctx(|| format!("write ingest {}", self.reference))
+    }
+
     /// Verifies size and digest, then renames the data into the store. `size` 0 and `expected`
     /// None mean "whatever was written", checked against what the ingest was opened with.
     /// On a mismatch nothing is committed and the ingest is kept (the client may Abort it).

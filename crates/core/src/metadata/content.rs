@@ -226,6 +226,16 @@ impl ContentWriter {
         self.w.digest()
     }
 
+    /// See [`content::Writer::absorb`].
+    pub fn absorb(&mut self, data: &[u8]) {
+        self.w.absorb(data)
+    }
+
+    /// See [`content::Writer::persist`].
+    pub fn persist(&mut self, data: &[u8]) -> Result<()> {
+        self.w.persist(data)
+    }
+
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.w.write_at(offset, data)
     }

@@ -332,6 +332,29 @@ fn ingest_loop(
             if req.offset < 0 {
                 return fail(Status::invalid_argument("offset must not be negative"));
             }
+            // The common case, a WRITE continuing where the last one ended, is pipelined: the
+            // client gets its answer (offset and digest, after hashing) before the bytes go to
+            // disk, so the disk write overlaps its next chunk. A failed write fails the stream
+            // at its next message, and nothing unverified is ever committed.
+            if action == pb::WriteAction::Write as i32
+                && !req.data.is_empty()
+                && req.offset as u64 == w.offset()
+            {
+                w.absorb(&req.data);
+                let st = w.status();
+                resp.started_at = ts(st.started_at);
+                resp.updated_at = ts(st.updated_at);
+                resp.offset = st.offset as i64;
+                resp.total = total as i64;
+                resp.digest = w.digest().to_string();
+                if tx.blocking_send(Ok(resp)).is_err() {
+                    break;
+                }
+                if let Err(e) = w.persist(&req.data) {
+                    return fail(to_status(e));
+                }
+                continue;
+            }
             if !req.data.is_empty() || req.offset > 0 {
                 if let Err(e) = w.write_at(req.offset as u64, &req.data) {
                     return fail(to_status(e));

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""One entry point for the whole comparison: runs every bench script against wharfd and a
+private Debian containerd 1.6 (+ runc) on this machine, then prints one table and writes it to
+bench/results/<timestamp>/ and bench/RESULTS.md.
+
+Run as root from the repository: `bash bench/compare.sh` (installs what it needs first).
+QUICK=1 takes fewer samples (a smoke run, not for the record).
+"""
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+
+
+def wait_quiet(max_wait=300, threshold=0.5):
+    """Waits until the 1-minute load average drops below `threshold` (or gives up)."""
+    deadline = time.time() + max_wait
+    while time.time() < deadline:
+        if os.getloadavg()[0] < threshold:
+            return True
+        time.sleep(5)
+    return False
+
+
+def fmt(xs):
+    if not xs:
+        return "not measured"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = os.path.join(BENCH, "results", stamp)
+    os.makedirs(out, exist_ok=True)
+    data = os.path.join(out, "figures.jsonl")
+    quiet = wait_quiet(int(os.environ.get("QUIET_WAIT", "300")))
+    env = dict(os.environ, BENCH_JSON=data)
+    if os.environ.get("QUICK"):
+        env.update(RUNS="3", N_SEQ="10", N_CONC="5", INGEST_MIB="128")
+    for script in ["foundation.py", "pull.py", "run.py"]:
+        with open(os.path.join(out, script.replace(".py", ".log")), "w") as log:
+            print(f"== {script}", flush=True)
+            r = subprocess.run([sys.executable, os.path.join(BENCH, script)], env=env, cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            log.write(r.stdout)
+            print(r.stdout[-3000:])
+            if r.returncode != 0:
+                print(f"{script} failed (exit {r.returncode}); its figures are missing")
+    rows = [json.loads(l) for l in open(data)] if os.path.exists(data) else []
+    kernel = os.uname().release
+    lines = [f"Measured {stamp} UTC on {os.cpu_count()} cores, kernel {kernel}"
+             f"{'' if quiet else ' (the machine never became quiet: figures are noisy)'}; "
+             "wharfd vs a private Debian containerd 1.6 + runc, same ctr, same run, alternating; "
+             "median (min-max).", "",
+             "| figure | wharf | containerd | wharf / containerd | note |", "|---|---|---|---|---|"]
+    for r in rows:
+        w, c = r["wharf"], r["containerd"]
+        ratio = f"{statistics.median(w) / statistics.median(c):.2f}x" if w and c and statistics.median(c) else ""
+        lines.append(f"| {r['figure']} | {fmt(w)} | {fmt(c)} | {ratio} | {r['note']} |")
+    table = "\n".join(lines)
+    print(table)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table + "\n")
+    if not os.environ.get("QUICK"):
+        with open(os.path.join(BENCH, "RESULTS.md"), "w") as f:
+            f.write("# Benchmark results\n\nWritten by `bash bench/compare.sh` (raw logs in "
+                    f"`bench/results/{stamp}/`).\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
