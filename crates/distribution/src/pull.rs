@@ -1,0 +1,463 @@
+//! Pull: resolve a reference, fetch its index/manifest/config and layers into the content store
+//! (layers in parallel), record the image, and unpack it into a snapshotter.
+//!
+//! Every blob is verified against its digest before it is committed; blobs already in the store
+//! are skipped and interrupted downloads continue from their ingest, so a pull can be repeated after
+//! any failure. A temporary lease keeps what was fetched from GC until the image record holds it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use wharf_core::images::{self, Descriptor, Platform};
+use wharf_core::metadata::{self, Db, Labels, LABEL_GC_EXPIRE};
+use wharf_core::snapshots::SnapshotStore;
+use wharf_core::Digest;
+
+use crate::client::{Chunk, ClientOptions, RepoClient};
+use crate::reference::Reference;
+use crate::{Error, Result};
+
+/// containerd's label naming the registry and repository a blob came from.
+pub const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
+
+/// Where to unpack a pulled image.
+#[derive(Clone)]
+pub struct Unpack {
+    pub snapshotter: SnapshotStore,
+    /// Scratch space for layer application (mount points), on the same machine.
+    pub tmp: PathBuf,
+}
+
+/// What to pull and how.
+#[derive(Clone)]
+pub struct PullOptions {
+    pub client: ClientOptions,
+    /// The platform to pick from an index; the host's (linux/amd64 here) when None.
+    pub platform: Option<Platform>,
+    /// Layers fetched at once.
+    pub concurrency: usize,
+    pub unpack: Option<Unpack>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            client: ClientOptions::default(),
+            platform: None,
+            concurrency: 3,
+            unpack: None,
+        }
+    }
+}
+
+/// The outcome of a pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub image: metadata::Image,
+    /// The manifest that was chosen (the target itself, or the index entry for the platform).
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+    /// The top chain ID, when unpacked.
+    pub chain_id: Option<Digest>,
+}
+
+/// Pulls `reference` into namespace `ns` of `db`. See the module doc for what is guaranteed.
+///
+/// ```no_run
+/// # async fn f(db: wharf_core::metadata::Db) -> wharf_distribution::Result<()> {
+/// let opts = wharf_distribution::pull::PullOptions::default();
+/// let p = wharf_distribution::pull::pull(&db, "default", "busybox", &opts).await?;
+/// println!("{} -> {}", p.image.name, p.manifest);
+/// # Ok(()) }
+/// ```
+pub async fn pull(db: &Db, ns: &str, reference: &str, opts: &PullOptions) -> Result<Pulled> {
+    let r = Reference::parse(reference)?;
+    let what = format!("pull {r}");
+    let lease = TempLease::create(db, ns).map_err(|e| e.context(&what))?;
+    let res = pull_inner(db, ns, &r, opts, lease.id()).await;
+    lease.release();
+    res.map_err(|e| e.context(&what))
+}
+
+async fn pull_inner(
+    db: &Db,
+    ns: &str,
+    r: &Reference,
+    opts: &PullOptions,
+    lease: &str,
+) -> Result<Pulled> {
+    let client = Arc::new(RepoClient::new(r, &opts.client)?);
+    let fetch = Fetcher {
+        db: db.clone(),
+        ns: ns.to_string(),
+        lease: lease.to_string(),
+        client: client.clone(),
+        source: (
+            format!("{LABEL_DISTRIBUTION_SOURCE}.{}", r.domain()),
+            r.path().to_string(),
+        ),
+    };
+    let target = client.resolve(r).await?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    tracing::info!(reference = %r, digest = %target.digest, media_type = %target.media_type, "resolved");
+
+    // Walk index levels down to the manifest for the platform, storing each level.
+    let mut desc = target.clone();
+    let mut chain = Vec::new();
+    for _ in 0..4 {
+        if !images::is_index(&desc.media_type) {
+            break;
+        }
+        let bytes = fetch.small(&desc).await?;
+        let index = images::parse_index(&bytes)?;
+        let (i, m) = index
+            .manifests
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "manifest for platform {platform} in index {}",
+                    desc.digest
+                ))
+            })?;
+        let labels = Labels::from([(
+            format!("{}.m.{i}", metadata::LABEL_GC_REF_CONTENT),
+            m.digest.clone(),
+        )]);
+        chain.push((desc.clone(), labels, bytes));
+        desc = m.clone();
+    }
+    if !images::is_manifest(&desc.media_type) {
+        return Err(Error::FailedPrecondition(format!(
+            "{}: unsupported manifest media type {:?}",
+            desc.digest, desc.media_type
+        )));
+    }
+    let manifest_bytes = fetch.small(&desc).await?;
+    let manifest = images::parse_manifest(&manifest_bytes)?;
+    let manifest_d = Digest::parse(&desc.digest)?;
+
+    let config = fetch.small(&manifest.config).await?;
+    images::parse_config(&config)?;
+    let layers = manifest
+        .layers
+        .iter()
+        .map(|l| {
+            if !images::is_layer(&l.media_type) {
+                return Err(Error::NotImplemented(format!(
+                    "layer {} has media type {:?}, which wharf cannot unpack",
+                    l.digest, l.media_type
+                )));
+            }
+            Ok(l.clone())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    futures::stream::iter(layers.iter().cloned().map(|l| {
+        let f = fetch.clone();
+        async move { f.blob(&l).await }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    // Children first, parents last: a parent's gc.ref labels then always point at stored content.
+    let mut manifest_labels = Labels::from([(
+        format!("{}.config", metadata::LABEL_GC_REF_CONTENT),
+        manifest.config.digest.clone(),
+    )]);
+    for (i, l) in manifest.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("{}.l.{i}", metadata::LABEL_GC_REF_CONTENT),
+            l.digest.clone(),
+        );
+    }
+    fetch
+        .store_small(&manifest.config, &config, Labels::new())
+        .await?;
+    fetch
+        .store_small(&desc, &manifest_bytes, manifest_labels)
+        .await?;
+    for (d, labels, bytes) in chain.iter().rev() {
+        fetch.store_small(d, bytes, labels.clone()).await?;
+    }
+
+    let image = record_image(db, ns, r, &target)?;
+    let chain_id = match &opts.unpack {
+        Some(u) => {
+            let (db, ns, u, m, lease) = (
+                db.clone(),
+                ns.to_string(),
+                u.clone(),
+                manifest_d.clone(),
+                lease.to_string(),
+            );
+            let top = tokio::task::spawn_blocking(move || {
+                images::unpack::unpack(&db, &u.snapshotter, &ns, &m, Some(&lease), &u.tmp)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+            Some(top)
+        }
+        None => None,
+    };
+    Ok(Pulled {
+        image,
+        manifest: manifest_d,
+        config: Digest::parse(&manifest.config.digest)?,
+        layers: manifest
+            .layers
+            .iter()
+            .map(|l| Digest::parse(&l.digest))
+            .collect::<wharf_core::Result<_>>()?,
+        chain_id,
+    })
+}
+
+/// Creates the image record, or points an existing one at the new target.
+fn record_image(db: &Db, ns: &str, r: &Reference, target: &Descriptor) -> Result<metadata::Image> {
+    let now = std::time::SystemTime::now();
+    let image = metadata::Image {
+        name: r.to_string(),
+        labels: Labels::new(),
+        target: metadata::Descriptor {
+            media_type: target.media_type.clone(),
+            digest: target.digest.clone(),
+            size: target.size,
+            annotations: Labels::new(),
+        },
+        created_at: now,
+        updated_at: now,
+    };
+    match db.image_create(ns, image.clone()) {
+        Ok(i) => Ok(i),
+        Err(wharf_core::Error::AlreadyExists(_)) => {
+            Ok(db.image_update(ns, &image, &["target".to_string()])?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A lease held for the duration of a pull (expiring on its own should the daemon die).
+struct TempLease {
+    db: Db,
+    ns: String,
+    id: String,
+}
+
+impl TempLease {
+    fn create(db: &Db, ns: &str) -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let id = format!("wharf-pull-{nanos}-{}", std::process::id());
+        let expire = chrono::Utc::now() + chrono::Duration::hours(24);
+        let labels = Labels::from([(LABEL_GC_EXPIRE.to_string(), expire.to_rfc3339())]);
+        db.lease_create(ns, &id, labels)?;
+        Ok(TempLease {
+            db: db.clone(),
+            ns: ns.to_string(),
+            id,
+        })
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn release(self) {
+        if let Err(e) = self.db.lease_delete(&self.ns, &self.id) {
+            tracing::warn!(lease = %self.id, error = %e, "delete pull lease");
+        }
+    }
+}
+
+/// Fetches into the content store of one namespace, with the pull's lease and source label.
+#[derive(Clone)]
+struct Fetcher {
+    db: Db,
+    ns: String,
+    lease: String,
+    client: Arc<RepoClient>,
+    source: (String, String),
+}
+
+/// containerd's ingest ref for a descriptor (`layer-sha256:…`, `manifest-sha256:…`).
+fn ingest_ref(desc: &Descriptor) -> String {
+    let kind = if images::is_index(&desc.media_type) {
+        "index"
+    } else if images::is_manifest(&desc.media_type) {
+        "manifest"
+    } else if images::is_layer(&desc.media_type) {
+        "layer"
+    } else {
+        "config"
+    };
+    format!("{kind}-{}", desc.digest)
+}
+
+/// How long to wait for another pull that holds the ingest of the same blob.
+const LOCKED_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const LOCKED_TRIES: u32 = 6000;
+
+impl Fetcher {
+    /// A small document: from the store when present, else fetched and verified (not stored yet).
+    async fn small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        let d = Digest::parse(&desc.digest)?;
+        if self.db.content_info(&self.ns, &d).is_ok() {
+            let (db, d2) = (self.db.clone(), d.clone());
+            let bytes = tokio::task::spawn_blocking(move || db.content_store().read_at(&d2, 0, 0))
+                .await
+                .map_err(|e| Error::Internal(format!("read task: {e}")))??;
+            if let Ok(size) = u64::try_from(desc.size) {
+                crate::client::verify(&format!("stored {d}"), &bytes, &d, size)?;
+            }
+            return Ok(bytes);
+        }
+        self.client.fetch_small(desc).await
+    }
+
+    /// Stores verified bytes of a small document with its labels (or adds the labels if stored).
+    async fn store_small(&self, desc: &Descriptor, bytes: &[u8], labels: Labels) -> Result<()> {
+        let (f, desc, bytes) = (self.clone(), desc.clone(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let d = Digest::parse(&desc.digest)?;
+            let mut labels = labels;
+            let (k, v) = &f.source;
+            match f.open_writer(&desc, &d)? {
+                Some(mut w) => {
+                    labels.insert(k.clone(), v.clone());
+                    if w.offset() > 0 {
+                        w.write_at(0, &bytes)?;
+                    } else {
+                        w.write(&bytes)?;
+                    }
+                    w.commit(bytes.len() as u64, Some(d), labels)?;
+                    Ok(())
+                }
+                None => f.add_labels(&d, labels),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task: {e}")))?
+    }
+
+    /// Opens the ingest of `desc`; None when the blob is already in this namespace (or was shared
+    /// into it from another). Waits while another pull holds the same ingest.
+    fn open_writer(
+        &self,
+        desc: &Descriptor,
+        d: &Digest,
+    ) -> Result<Option<metadata::ContentWriter>> {
+        let size = u64::try_from(desc.size)
+            .map_err(|_| Error::InvalidArgument(format!("{d}: negative size")))?;
+        let reference = ingest_ref(desc);
+        for _ in 0..LOCKED_TRIES {
+            match self.db.content_writer(
+                &self.ns,
+                &reference,
+                size,
+                Some(d.clone()),
+                Some(&self.lease),
+            ) {
+                Ok(w) => return Ok(Some(w)),
+                Err(wharf_core::Error::AlreadyExists(_)) => return Ok(None),
+                Err(wharf_core::Error::Unavailable(_)) => std::thread::sleep(LOCKED_WAIT),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{d}: another pull kept its download locked for too long"
+        )))
+    }
+
+    /// Adds `labels` and the source label to stored content, keeping other repositories already
+    /// named in the source label (comma-separated, as containerd does).
+    fn add_labels(&self, d: &Digest, mut labels: Labels) -> Result<()> {
+        let info = self.db.content_info(&self.ns, d)?;
+        let (k, v) = &self.source;
+        let merged = match info.labels.get(k) {
+            Some(cur) if cur.split(',').any(|r| r == v) => cur.clone(),
+            Some(cur) if !cur.is_empty() => format!("{cur},{v}"),
+            _ => v.clone(),
+        };
+        labels.insert(k.clone(), merged);
+        labels.retain(|k, v| info.labels.get(k) != Some(v));
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+        self.db.content_update(&self.ns, d, &labels, &paths)?;
+        // The lease holds it too, in case it is only referenced by what this pull stores later.
+        let r = metadata::LeaseResource {
+            id: d.to_string(),
+            kind: "content".into(),
+        };
+        self.db.lease_add_resource(&self.ns, &self.lease, &r)?;
+        Ok(())
+    }
+
+    /// Downloads a layer blob into the store (resuming a previous partial download), verified by
+    /// the content writer's commit. A blob that fails verification leaves no ingest behind.
+    async fn blob(&self, desc: &Descriptor) -> Result<()> {
+        let d = Digest::parse(&desc.digest)?;
+        let f = self.clone();
+        let (desc2, d2) = (desc.clone(), d.clone());
+        let w = tokio::task::spawn_blocking(move || f.open_writer(&desc2, &d2))
+            .await
+            .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+        let Some(mut w) = w else {
+            let f = self.clone();
+            return tokio::task::spawn_blocking(move || f.add_labels(&d, Labels::new()))
+                .await
+                .map_err(|e| Error::Internal(format!("label task: {e}")))?;
+        };
+        let offset = w.offset();
+        let size = desc.size as u64;
+        let (tx, mut rx) = mpsc::channel::<Chunk>(32);
+        let mut labels = Labels::new();
+        labels.insert(self.source.0.clone(), self.source.1.clone());
+        // The store is synchronous: a blocking task writes what the download streams to it.
+        let writer = tokio::task::spawn_blocking(move || -> Result<metadata::ContentWriter> {
+            while let Some(c) = rx.blocking_recv() {
+                match c {
+                    Chunk::Data(b) => w.write(&b)?,
+                    // write_at(0) truncates the ingest.
+                    Chunk::Reset => w.write_at(0, &[])?,
+                }
+            }
+            Ok(w)
+        });
+        let fetched = self.client.fetch_blob(desc, offset, &tx).await;
+        drop(tx);
+        let w = writer
+            .await
+            .map_err(|e| Error::Internal(format!("write task: {e}")))??;
+        let (db, ns, reference) = (self.db.clone(), self.ns.clone(), ingest_ref(desc));
+        if let Err(e) = fetched {
+            // A broken download is kept for resuming; bytes the registry got wrong are not.
+            drop(w);
+            if e.kind() == crate::Kind::FailedPrecondition {
+                let _ = db.content_abort(&ns, &reference);
+            }
+            return Err(e);
+        }
+        let d2 = d.clone();
+        tokio::task::spawn_blocking(move || match w.commit(size, Some(d2.clone()), labels) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Bad bytes must not be resumed from by the next attempt.
+                let _ = db.content_abort(&ns, &reference);
+                Err(Error::FailedPrecondition(format!(
+                    "blob {d2}: verification failed, nothing was stored: {e}"
+                )))
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+}

@@ -1,0 +1,755 @@
+//! Issue "Distribution in the daemon": wharf's own pull (wharf-distribution) against Debian's
+//! docker-registry and a small misbehaving server, into a temporary root with real core stores
+//! (content, metadata, overlay snapshotter).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_core::content::Store;
+use wharf_core::metadata::Db;
+use wharf_core::snapshots::{Overlay, SnapshotStore};
+use wharf_core::Digest;
+use wharf_distribution::auth::Credentials;
+use wharf_distribution::pull::{pull, PullOptions, Pulled, Unpack};
+use wharf_distribution::Kind;
+use wharf_tests::fake_registry::{serve_image, FakeRegistry, Reply, Request};
+use wharf_tests::images::{self, Image};
+use wharf_tests::registry::Registry;
+
+const NS: &str = "test";
+
+/// A wharf root: metadata over a content store, and an overlay snapshotter.
+struct Root {
+    dir: tempfile::TempDir,
+    db: Db,
+    snaps: SnapshotStore,
+}
+
+impl Root {
+    fn new() -> Root {
+        wharf_tests::require_root();
+        // Not /tmp: overlay upper dirs cannot live on tmpfs with xattrs everywhere.
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-dist")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let content = Store::open(dir.path().join("content")).unwrap();
+        let db = Db::open(&dir.path().join("meta.db"), content).unwrap();
+        let snaps = SnapshotStore::open(
+            "overlayfs",
+            dir.path().join("overlayfs"),
+            db.clone(),
+            Arc::new(Overlay),
+        )
+        .unwrap();
+        Root { dir, db, snaps }
+    }
+
+    fn opts(&self) -> PullOptions {
+        PullOptions {
+            unpack: Some(Unpack {
+                snapshotter: self.snaps.clone(),
+                tmp: self.dir.path().join("tmp"),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Fast failure settings for the misbehaviour tests.
+    fn quick_opts(&self) -> PullOptions {
+        let mut o = self.opts();
+        o.client.max_retry_wait = Duration::from_millis(200);
+        o
+    }
+
+    /// The fs directory of the committed snapshot `chain`.
+    fn snapshot_fs(&self, chain: &str) -> PathBuf {
+        let info = self.snaps.stat(NS, chain).unwrap();
+        self.snaps.dir(&info.id).join("fs")
+    }
+
+    fn labels(&self, d: &str) -> std::collections::BTreeMap<String, String> {
+        self.db
+            .content_info(NS, &Digest::parse(d).unwrap())
+            .unwrap()
+            .labels
+    }
+
+    fn has_blob(&self, d: &str) -> bool {
+        self.db.content_store().exists(&Digest::parse(d).unwrap())
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn do_pull(root: &Root, reference: &str, opts: &PullOptions) -> wharf_distribution::Result<Pulled> {
+    rt().block_on(pull(&root.db, NS, reference, opts))
+}
+
+fn chain_ids(img: &Image) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in &img.layers {
+        let next = match out.last() {
+            None => l.diff_id.clone(),
+            Some(prev) => images::sha256(format!("{prev} {}", l.diff_id).as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+#[test]
+fn pull_busybox_and_multilayer_from_the_registry() {
+    let root = Root::new();
+    let reg = Registry::start().unwrap();
+    let bb = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &bb).unwrap();
+    let ml = images::multilayer().unwrap();
+    images::push(&reg, "multi/layer", "v1", &ml).unwrap();
+
+    let r = format!("{}/busybox", reg.host());
+    let p = do_pull(&root, &r, &root.opts()).unwrap();
+    // The record is named by the normalised reference and targets the pushed manifest.
+    assert_eq!(p.image.name, format!("{}/busybox:latest", reg.host()));
+    let rec = root.db.image_get(NS, &p.image.name).unwrap();
+    assert_eq!(rec.target.digest, bb.manifest_digest);
+    assert_eq!(rec.target.media_type, images::MEDIA_MANIFEST);
+    assert_eq!(rec.target.size, bb.manifest.len() as i64);
+    // Content with containerd's labels.
+    let ml_labels = root.labels(&bb.manifest_digest);
+    assert_eq!(
+        ml_labels.get("containerd.io/gc.ref.content.config"),
+        Some(&bb.config_digest)
+    );
+    assert_eq!(
+        ml_labels.get("containerd.io/gc.ref.content.l.0"),
+        Some(&bb.layers[0].digest)
+    );
+    let source = format!("containerd.io/distribution.source.{}", reg.host());
+    for d in [&bb.manifest_digest, &bb.config_digest, &bb.layers[0].digest] {
+        assert_eq!(
+            root.labels(d).get(&source).map(String::as_str),
+            Some("busybox"),
+            "{d}"
+        );
+    }
+    assert_eq!(
+        root.labels(&bb.layers[0].digest)
+            .get("containerd.io/uncompressed"),
+        Some(&bb.layers[0].diff_id)
+    );
+    // Byte-identical blobs.
+    let stored = root
+        .db
+        .content_store()
+        .read_at(&Digest::parse(&bb.layers[0].digest).unwrap(), 0, 0)
+        .unwrap();
+    assert!(stored == bb.layers[0].gz);
+    // Unpacked: the snapshot holds the busybox binary.
+    let chain = &chain_ids(&bb)[0];
+    assert_eq!(
+        p.chain_id.as_ref().map(|c| c.to_string()).as_ref(),
+        Some(chain)
+    );
+    let fs = root.snapshot_fs(chain);
+    assert_eq!(
+        std::fs::read(fs.join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    assert_eq!(
+        std::fs::read_link(fs.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert!(
+        root.db
+            .lease_list(NS, &Default::default())
+            .unwrap()
+            .is_empty(),
+        "pull lease left behind"
+    );
+
+    // Multi-layer, three chain IDs, each layer in its own snapshot.
+    let p = do_pull(
+        &root,
+        &format!("{}/multi/layer:v1", reg.host()),
+        &root.opts(),
+    )
+    .unwrap();
+    let chains = chain_ids(&ml);
+    assert_eq!(p.layers.len(), 3);
+    assert_eq!(p.chain_id.map(|c| c.to_string()).as_ref(), Some(&chains[2]));
+    for (i, c) in chains.iter().enumerate() {
+        let info = root.snaps.stat(NS, c).unwrap();
+        assert_eq!(info.parent.as_ref(), i.checked_sub(1).map(|j| &chains[j]));
+    }
+    let l3 = root.snapshot_fs(&chains[2]);
+    assert_eq!(
+        std::fs::read_to_string(l3.join("etc/b")).unwrap(),
+        "b rewritten in layer 3\n"
+    );
+    assert_eq!(
+        std::fs::read_link(l3.join("abs-link")).unwrap(),
+        Path::new("/etc/b")
+    );
+    // Layer 2's whiteout of etc/a is an overlay whiteout (0/0 char device).
+    let wh = std::fs::symlink_metadata(root.snapshot_fs(&chains[1]).join("etc/a")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &wh.file_type()
+    ));
+
+    // Pulling again changes nothing and fetches no blob.
+    let before = root.db.content_store().walk().unwrap().len();
+    let again = do_pull(&root, &r, &root.opts()).unwrap();
+    assert_eq!(again.manifest.to_string(), bb.manifest_digest);
+    assert_eq!(root.db.content_store().walk().unwrap().len(), before);
+}
+
+#[test]
+fn pull_by_digest_and_platform_selection_from_an_index() {
+    let root = Root::new();
+    let reg = Registry::start().unwrap();
+    let bb = images::busybox().unwrap();
+    images::push(&reg, "multi", "amd64-only", &bb).unwrap();
+    let arm_layers = images::multilayer_layers()
+        .into_iter()
+        .take(1)
+        .map(images::Layer::new)
+        .collect::<anyhow::Result<Vec<_>>>()
+        .unwrap();
+    let arm = Image::new(arm_layers, "arm64", &["sh"]).unwrap();
+    images::push(&reg, "multi", "arm64-only", &arm).unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": images::MEDIA_INDEX,
+        "manifests": [
+            {"mediaType": images::MEDIA_MANIFEST, "digest": arm.manifest_digest, "size": arm.manifest.len(),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": images::MEDIA_MANIFEST, "digest": bb.manifest_digest, "size": bb.manifest.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+        ]
+    }))
+    .unwrap();
+    images::push_manifest(&reg, "multi", "latest", images::MEDIA_INDEX, &index).unwrap();
+    let index_digest = images::sha256(&index);
+
+    // By digest: the record targets exactly that manifest.
+    let by_digest = format!("{}/multi@{}", reg.host(), bb.manifest_digest);
+    let p = do_pull(&root, &by_digest, &PullOptions::default()).unwrap();
+    assert_eq!(p.image.name, by_digest);
+    assert_eq!(p.image.target.digest, bb.manifest_digest);
+
+    // The index: linux/amd64 by default, its entry labelled as a GC reference.
+    let r = format!("{}/multi:latest", reg.host());
+    let p = do_pull(&root, &r, &root.opts()).unwrap();
+    assert_eq!(p.image.target.digest, index_digest);
+    assert_eq!(p.image.target.media_type, images::MEDIA_INDEX);
+    assert_eq!(p.manifest.to_string(), bb.manifest_digest);
+    assert_eq!(
+        root.labels(&index_digest)
+            .get("containerd.io/gc.ref.content.m.1"),
+        Some(&bb.manifest_digest)
+    );
+    assert!(
+        !root.has_blob(&arm.layers[0].digest),
+        "the other platform's layer was fetched"
+    );
+
+    // --platform linux/arm64 picks the other entry.
+    let mut o = PullOptions::default();
+    o.platform = Some(wharf_core::images::Platform::parse("linux/arm64").unwrap());
+    let p = do_pull(&root, &r, &o).unwrap();
+    assert_eq!(p.manifest.to_string(), arm.manifest_digest);
+    assert!(root.has_blob(&arm.layers[0].digest));
+
+    // A platform the index lacks is NotFound, naming it.
+    o.platform = Some(wharf_core::images::Platform::parse("linux/s390x").unwrap());
+    let e = do_pull(&root, &r, &o).unwrap_err();
+    assert_eq!(e.kind(), Kind::NotFound, "{e}");
+    assert!(e.to_string().contains("linux/s390x"), "{e}");
+    // A tag that does not exist is NotFound too.
+    let e = do_pull(&root, &format!("{}/multi:nope", reg.host()), &o).unwrap_err();
+    assert_eq!(e.kind(), Kind::NotFound, "{e}");
+}
+
+fn htpasswd(user: &str, pass: &str) -> String {
+    let out = std::process::Command::new("htpasswd")
+        .args(["-Bbn", user, pass])
+        .output()
+        .expect("htpasswd (Debian package apache2-utils)");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// Pushes `img` to a registry with basic auth (the harness pushes anonymously).
+fn push_authed(reg: &Registry, auth: &str, repo: &str, tag: &str, img: &Image) {
+    let blob = |digest: &str, data: &[u8]| {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", reg.url());
+        let resp = ureq::post(&url)
+            .set("Authorization", auth)
+            .send_bytes(&[])
+            .unwrap();
+        let loc = resp.header("Location").unwrap().to_string();
+        let loc = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("{}{loc}", reg.url())
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        ureq::put(&format!("{loc}{sep}digest={digest}"))
+            .set("Authorization", auth)
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(data)
+            .unwrap();
+    };
+    for l in &img.layers {
+        blob(&l.digest, &l.gz);
+    }
+    blob(&img.config_digest, &img.config);
+    ureq::put(&format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
+        .set("Authorization", auth)
+        .set("Content-Type", images::MEDIA_MANIFEST)
+        .send_bytes(&img.manifest)
+        .unwrap();
+}
+
+#[test]
+fn basic_auth_accepts_configured_credentials_and_rejects_others() {
+    let root = Root::new();
+    let reg = Registry::start_with(Some(&htpasswd("wharf", "s3cret"))).unwrap();
+    let bb = images::busybox().unwrap();
+    push_authed(&reg, &basic("wharf", "s3cret"), "private", "latest", &bb);
+    let r = format!("{}/private:latest", reg.host());
+
+    let mut o = root.quick_opts();
+    let e = do_pull(&root, &r, &o).unwrap_err();
+    assert_eq!(e.kind(), Kind::Unauthenticated, "{e}");
+    assert!(e.to_string().contains("none are configured"), "{e}");
+
+    o.client.credentials = Credentials::none().insert(&reg.host(), "wharf", "wrong");
+    let e = do_pull(&root, &r, &o).unwrap_err();
+    assert_eq!(e.kind(), Kind::Unauthenticated, "{e}");
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert!(!root.has_blob(&bb.layers[0].digest));
+    let as_core: wharf_core::Error = e.into();
+    assert!(
+        matches!(as_core, wharf_core::Error::FailedPrecondition(_)),
+        "{as_core}"
+    );
+
+    // From a docker config.json, as `docker login` writes it.
+    let cfg = root.dir.path().join("docker-config.json");
+    let b64 = basic("wharf", "s3cret");
+    let b64 = b64.trim_start_matches("Basic ");
+    std::fs::write(
+        &cfg,
+        format!(r#"{{"auths": {{"{}": {{"auth": "{b64}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    o.client.credentials = Credentials::none().with_docker_config(&cfg);
+    let p = do_pull(&root, &r, &o).unwrap();
+    assert_eq!(p.image.target.digest, bb.manifest_digest);
+    assert!(root
+        .snapshot_fs(&chain_ids(&bb)[0])
+        .join("bin/busybox")
+        .exists());
+}
+
+#[test]
+fn hosts_toml_mirror_falls_back_and_serves_another_registry_name() {
+    let root = Root::new();
+    let reg = Registry::start().unwrap();
+    let bb = images::busybox().unwrap();
+    images::push(&reg, "pause", "3.9", &bb).unwrap();
+    // A mirror that is down (nothing listens), then the local registry; registry.k8s.io itself is
+    // never asked.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let certs = root.dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join("registry.k8s.io")).unwrap();
+    std::fs::write(
+        certs.join("registry.k8s.io/hosts.toml"),
+        format!(
+            "server = \"https://registry.k8s.io\"\n\
+             [host.\"http://127.0.0.1:{dead_port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\
+             [host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let mut o = root.quick_opts();
+    o.client.hosts_dir = Some(certs);
+    let p = do_pull(&root, "registry.k8s.io/pause:3.9", &o).unwrap();
+    assert_eq!(p.image.name, "registry.k8s.io/pause:3.9");
+    assert_eq!(p.image.target.digest, bb.manifest_digest);
+    assert_eq!(
+        root.labels(&bb.layers[0].digest)
+            .get("containerd.io/distribution.source.registry.k8s.io")
+            .map(String::as_str),
+        Some("pause")
+    );
+}
+
+/// A small one-layer image for the misbehaviour tests (big enough to be cut in the middle).
+fn small_image() -> Image {
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let layer = images::Layer::new(vec![
+        images::dir("data", 0o755),
+        images::file("data/blob", 0o644, &data),
+    ])
+    .unwrap();
+    Image::new(vec![layer], "amd64", &["sh"]).unwrap()
+}
+
+fn blob_gets<'a>(reqs: &'a [Request], digest: &str) -> Vec<&'a Request> {
+    reqs.iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/blobs/{digest}")))
+        .collect()
+}
+
+#[test]
+fn blob_with_wrong_digest_is_refused_and_nothing_is_committed() {
+    let root = Root::new();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let img2 = img.clone();
+    let srv = FakeRegistry::start(move |req| {
+        let mut r =
+            serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]));
+        if req.path.ends_with(&layer) && !r.body.is_empty() {
+            // Same size, one byte flipped.
+            let mid = r.body.len() / 2;
+            r.body[mid] ^= 0xff;
+        }
+        r
+    })
+    .unwrap();
+    let r = format!("{}/test:latest", srv.host());
+    let e = do_pull(&root, &r, &root.quick_opts()).unwrap_err();
+    assert_eq!(e.kind(), Kind::FailedPrecondition, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&img.layers[0].digest) && msg.contains("verification failed"),
+        "{msg}"
+    );
+    assert!(!root.has_blob(&img.layers[0].digest));
+    assert!(root
+        .db
+        .image_get(NS, &format!("{}/test:latest", srv.host()))
+        .is_err());
+    assert!(
+        root.db.content_store().list_statuses().unwrap().is_empty(),
+        "corrupt ingest kept"
+    );
+}
+
+#[test]
+fn oversized_manifests_and_schema1_are_refused() {
+    let root = Root::new();
+    let big = vec![b' '; 5 << 20];
+    let big_digest = images::sha256(&big);
+    let srv = FakeRegistry::start(move |req| match req.path.as_str() {
+        // Announces its size and digest: refused before the body is read.
+        "/v2/big/manifests/latest" => Reply::new(200, big.clone())
+            .header("Content-Type", images::MEDIA_MANIFEST)
+            .header("Docker-Content-Digest", &big_digest),
+        // No digest header: resolved by GET, which stops reading at the limit.
+        "/v2/big2/manifests/latest" => Reply::new(200, vec![b'{'; 5 << 20]),
+        "/v2/old/manifests/latest" => {
+            Reply::new(200, br#"{"schemaVersion":1,"name":"old"}"#.to_vec()).header(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            )
+        }
+        _ => Reply::new(404, vec![]),
+    })
+    .unwrap();
+    for repo in ["big", "big2"] {
+        let e = do_pull(&root, &format!("{}/{repo}", srv.host()), &root.quick_opts()).unwrap_err();
+        assert_eq!(e.kind(), Kind::FailedPrecondition, "{e}");
+        assert!(e.to_string().contains("4194304 byte limit"), "{repo}: {e}");
+    }
+    let e = do_pull(&root, &format!("{}/old", srv.host()), &root.quick_opts()).unwrap_err();
+    assert_eq!(e.kind(), Kind::NotImplemented, "{e}");
+    assert!(e.to_string().contains("schema 1"), "{e}");
+    assert!(root.db.content_store().walk().unwrap().is_empty());
+}
+
+#[test]
+fn busy_registry_is_retried_and_a_dead_one_gives_unavailable() {
+    let root = Root::new();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (img2, hits2) = (img.clone(), hits.clone());
+    let srv = FakeRegistry::start(move |req| {
+        if req.path.ends_with(&layer) {
+            // 503, then 429, then the blob.
+            match hits2.fetch_add(1, Ordering::SeqCst) {
+                0 => return Reply::new(503, b"busy".to_vec()).header("Retry-After", "1"),
+                1 => return Reply::new(429, vec![]).header("Retry-After", "0"),
+                _ => {}
+            }
+        }
+        if req.path.starts_with("/v2/down/") {
+            return Reply::new(503, b"down for maintenance".to_vec());
+        }
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let p = do_pull(
+        &root,
+        &format!("{}/test:latest", srv.host()),
+        &root.quick_opts(),
+    )
+    .unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert!(root.has_blob(&img.layers[0].digest));
+
+    let e = do_pull(
+        &root,
+        &format!("{}/down:latest", srv.host()),
+        &root.quick_opts(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), Kind::Unavailable, "{e}");
+    assert!(e.to_string().contains("503"), "{e}");
+    // HEAD and GET, each tried 1 + 3 times.
+    let n = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/down/"))
+        .count();
+    assert_eq!(n, 8, "{:?}", srv.requests());
+}
+
+#[test]
+fn dropped_connection_resumes_with_range() {
+    let root = Root::new();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let cut = img.layers[0].gz.len() / 2;
+    let first = Arc::new(AtomicUsize::new(0));
+    let (img2, first2) = (img.clone(), first.clone());
+    let srv = FakeRegistry::start(move |req| {
+        let mut r =
+            serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]));
+        if req.path.ends_with(&layer) && first2.fetch_add(1, Ordering::SeqCst) == 0 {
+            r.cut_after = Some(cut);
+        }
+        r
+    })
+    .unwrap();
+    let p = do_pull(
+        &root,
+        &format!("{}/test:latest", srv.host()),
+        &root.quick_opts(),
+    )
+    .unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    let reqs = srv.requests();
+    let gets = blob_gets(&reqs, &img.layers[0].digest);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].headers.get("range"), None);
+    assert_eq!(
+        gets[1].headers.get("range").map(String::as_str),
+        Some(format!("bytes={cut}-").as_str())
+    );
+    let fs = root.snapshot_fs(&chain_ids(&img)[0]);
+    assert_eq!(
+        std::fs::metadata(fs.join("data/blob")).unwrap().len(),
+        600_000
+    );
+}
+
+#[test]
+fn interrupted_pull_resumes_from_the_partial_download() {
+    let root = Root::new();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let cut = img.layers[0].gz.len() / 3;
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (img2, broken2) = (img.clone(), broken.clone());
+    let srv = FakeRegistry::start(move |req| {
+        let mut r =
+            serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]));
+        if req.path.ends_with(&layer) && broken2.load(Ordering::SeqCst) {
+            if req.headers.contains_key("range") {
+                r = Reply::new(503, vec![]);
+            } else {
+                r.cut_after = Some(cut);
+            }
+        }
+        r
+    })
+    .unwrap();
+    let r = format!("{}/test:latest", srv.host());
+    let e = do_pull(&root, &r, &root.quick_opts()).unwrap_err();
+    assert_eq!(e.kind(), Kind::Unavailable, "{e}");
+    assert!(!root.has_blob(&img.layers[0].digest));
+    let st = root.db.content_store().list_statuses().unwrap();
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].offset, cut as u64);
+
+    // The registry is well again: the second pull asks only for the rest.
+    broken.store(false, Ordering::SeqCst);
+    let before = srv.requests().len();
+    do_pull(&root, &r, &root.quick_opts()).unwrap();
+    let reqs = srv.requests()[before..].to_vec();
+    let gets = blob_gets(&reqs, &img.layers[0].digest);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(
+        gets[0].headers.get("range").map(String::as_str),
+        Some(format!("bytes={cut}-").as_str())
+    );
+    assert!(root.has_blob(&img.layers[0].digest));
+
+    // And a third pull fetches no blob at all: everything is in the store.
+    let before = srv.requests().len();
+    do_pull(&root, &r, &root.quick_opts()).unwrap();
+    let reqs = srv.requests()[before..].to_vec();
+    assert!(reqs.iter().all(|r| !r.path.contains("/blobs/")), "{reqs:?}");
+}
+
+#[test]
+fn redirect_loop_and_missing_blob_give_clear_errors() {
+    let root = Root::new();
+    let img = small_image();
+    let (img2, img3) = (img.clone(), img.clone());
+    let srv = FakeRegistry::start(move |req| {
+        if req.path.starts_with("/v2/loop/blobs/") {
+            return Reply::new(302, vec![]).header("Location", &req.path);
+        }
+        if let Some(rest) = req.path.strip_prefix("/v2/loop/") {
+            let fake = Request {
+                path: format!("/v2/test/{rest}"),
+                ..req.clone()
+            };
+            return serve_image(&img2, "test", "latest", &fake)
+                .unwrap_or_else(|| Reply::new(404, vec![]));
+        }
+        if req.path.starts_with("/v2/missing/blobs/") && req.path.ends_with(&img3.layers[0].digest)
+        {
+            return Reply::new(404, br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#.to_vec());
+        }
+        if let Some(rest) = req.path.strip_prefix("/v2/missing/") {
+            let fake = Request {
+                path: format!("/v2/test/{rest}"),
+                ..req.clone()
+            };
+            return serve_image(&img3, "test", "latest", &fake)
+                .unwrap_or_else(|| Reply::new(404, vec![]));
+        }
+        Reply::new(404, vec![])
+    })
+    .unwrap();
+    let e = do_pull(&root, &format!("{}/loop", srv.host()), &root.quick_opts()).unwrap_err();
+    assert_eq!(e.kind(), Kind::Unavailable, "{e}");
+    assert!(e.to_string().contains("redirect"), "{e}");
+    let e = do_pull(
+        &root,
+        &format!("{}/missing", srv.host()),
+        &root.quick_opts(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), Kind::NotFound, "{e}");
+    assert!(e.to_string().contains(&img.layers[0].digest), "{e}");
+    assert!(!root.has_blob(&img.layers[0].digest));
+}
+
+#[test]
+fn bearer_token_flow_and_renewal_when_refused() {
+    let root = Root::new();
+    let img = small_image();
+    // Tokens are valid until the server "expires" the current one, which it does once, right
+    // after serving the config: the layer request must then get a fresh token.
+    let issued = Arc::new(AtomicUsize::new(0));
+    let valid = Arc::new(std::sync::Mutex::new(None::<String>));
+    let expired_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let queries = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let host = Arc::new(std::sync::OnceLock::<String>::new());
+    let config = img.config_digest.clone();
+    let (img2, issued2, valid2, expired2, queries2, host2) = (
+        img.clone(),
+        issued.clone(),
+        valid.clone(),
+        expired_once.clone(),
+        queries.clone(),
+        host.clone(),
+    );
+    let srv = FakeRegistry::start(move |req| {
+        if let Some(q) = req.path.strip_prefix("/token?") {
+            queries2.lock().unwrap().push(q.to_string());
+            let n = issued2.fetch_add(1, Ordering::SeqCst) + 1;
+            *valid2.lock().unwrap() = Some(format!("Bearer tok-{n}"));
+            return Reply::new(
+                200,
+                format!(r#"{{"token":"tok-{n}","expires_in":300}}"#).into_bytes(),
+            );
+        }
+        let ok = {
+            let v = valid2.lock().unwrap();
+            v.is_some() && req.headers.get("authorization") == v.as_ref()
+        };
+        if !ok {
+            let realm = format!("http://{}/token", host2.get().cloned().unwrap_or_default());
+            return Reply::new(401, vec![]).header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="{realm}",service="fake""#),
+            );
+        }
+        if req.path.ends_with(&config) && !expired2.swap(true, Ordering::SeqCst) {
+            *valid2.lock().unwrap() = None;
+        }
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    host.set(srv.host()).unwrap();
+    let r = format!("{}/test:latest", srv.host());
+    let p = do_pull(&root, &r, &root.quick_opts()).unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    assert!(expired_once.load(Ordering::SeqCst));
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "one token, then one renewal"
+    );
+    let q = queries.lock().unwrap().clone();
+    assert!(
+        q[0].contains("scope=repository%3Atest%3Apull") && q[0].contains("service=fake"),
+        "{q:?}"
+    );
+    // A token server that refuses: Unauthenticated.
+    let srv2 = FakeRegistry::start(move |req| {
+        if req.path.starts_with("/token") {
+            return Reply::new(401, vec![]);
+        }
+        Reply::new(401, vec![]).header(
+            "WWW-Authenticate",
+            r#"Bearer realm="http://127.0.0.1:1/token""#,
+        )
+    })
+    .unwrap();
+    let e = do_pull(&root, &format!("{}/test", srv2.host()), &root.quick_opts()).unwrap_err();
+    assert!(
+        matches!(e.kind(), Kind::Unauthenticated | Kind::Unavailable),
+        "{e}"
+    );
+}
