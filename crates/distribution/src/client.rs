@@ -416,7 +416,13 @@ impl RepoClient {
             let known = media_type
                 .as_deref()
                 .is_some_and(|m| images::is_index(m) || images::is_manifest(m));
-            if let (Some(d), true, Some(size)) = (digest, known, resp.content_length()) {
+            // Not content_length(): for a HEAD that is the (empty) body's length.
+            let size = resp
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let (Some(d), true, Some(size)) = (digest, known, size) {
                 return Ok(Descriptor {
                     media_type: media_type.unwrap_or_default(),
                     digest: d.to_string(),

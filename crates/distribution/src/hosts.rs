@@ -66,7 +66,10 @@ impl RegistryHost {
 
 /// Is `host` (with optional port) a loopback name, reached over plain HTTP by default?
 pub fn is_local(host: &str) -> bool {
-    if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+    {
         return true;
     }
     let name = if let Some(rest) = host.strip_prefix('[') {
