@@ -263,8 +263,10 @@ fn pull_by_digest_and_platform_selection_from_an_index() {
     );
 
     // --platform linux/arm64 picks the other entry.
-    let mut o = PullOptions::default();
-    o.platform = Some(wharf_core::images::Platform::parse("linux/arm64").unwrap());
+    let mut o = PullOptions {
+        platform: Some(wharf_core::images::Platform::parse("linux/arm64").unwrap()),
+        ..Default::default()
+    };
     let p = do_pull(&root, &r, &o).unwrap();
     assert_eq!(p.manifest.to_string(), arm.manifest_digest);
     assert!(root.has_blob(&arm.layers[0].digest));

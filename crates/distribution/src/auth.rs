@@ -166,9 +166,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     let mut rest = header.trim();
     while !rest.is_empty() {
         // A scheme is a token not followed by '='.
-        let end = rest
-            .find(|c: char| c == ' ' || c == ',' || c == '=')
-            .unwrap_or(rest.len());
+        let end = rest.find([' ', ',', '=']).unwrap_or(rest.len());
         let token = &rest[..end];
         let after = &rest[end..];
         if !after.starts_with('=') && !token.is_empty() {
