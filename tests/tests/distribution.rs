@@ -755,3 +755,143 @@ fn bearer_token_flow_and_renewal_when_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn concurrent_pulls_of_one_image_fetch_each_layer_once() {
+    let root = Root::new();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let img2 = img.clone();
+    let srv = FakeRegistry::start(move |req| {
+        if req.path.ends_with(&layer) {
+            // Slow enough that the pulls overlap on this layer.
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let r = format!("{}/test:latest", srv.host());
+    let opts = root.quick_opts();
+    let results = rt().block_on(async {
+        let a = pull(&root.db, NS, &r, &opts);
+        let b = pull(&root.db, NS, &r, &opts);
+        futures::join!(a, b)
+    });
+    let (a, b) = (results.0.unwrap(), results.1.unwrap());
+    assert_eq!(a.chain_id, b.chain_id);
+    assert_eq!(a.image.target.digest, img.manifest_digest);
+    let reqs = srv.requests();
+    assert_eq!(blob_gets(&reqs, &img.layers[0].digest).len(), 1, "{reqs:?}");
+    assert!(root
+        .snapshot_fs(&chain_ids(&img)[0])
+        .join("data/blob")
+        .exists());
+}
+
+#[test]
+fn push_then_pull_back_into_a_fresh_root_gives_identical_digests() {
+    use wharf_distribution::push::{push, PushOptions};
+    let src = Registry::start().unwrap();
+    let ml = images::multilayer().unwrap();
+    images::push(&src, "ml", "v1", &ml).unwrap();
+    let first = Root::new();
+    let p = do_pull(
+        &first,
+        &format!("{}/ml:v1", src.host()),
+        &PullOptions::default(),
+    )
+    .unwrap();
+
+    let dst = Registry::start_with(Some(&htpasswd("pusher", "pw"))).unwrap();
+    let mut o = PushOptions::default();
+    o.client.max_retry_wait = Duration::from_millis(200);
+    // Wrong credentials: Unauthenticated, and nothing is pushed.
+    o.client.credentials = Credentials::none().insert(&dst.host(), "pusher", "nope");
+    let e = rt()
+        .block_on(push(
+            &first.db,
+            NS,
+            &p.image.name,
+            &format!("{}/copy:v1", dst.host()),
+            &o,
+        ))
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::Unauthenticated, "{e}");
+    o.client.credentials = Credentials::none().insert(&dst.host(), "pusher", "pw");
+    let pushed = rt()
+        .block_on(push(
+            &first.db,
+            NS,
+            &p.image.name,
+            &format!("{}/copy:v1", dst.host()),
+            &o,
+        ))
+        .unwrap();
+    assert_eq!(pushed.digest, ml.manifest_digest);
+    // The blobs now name the new repository as a source, so a push to another repository of the
+    // same registry can mount them.
+    let source = format!("containerd.io/distribution.source.{}", dst.host());
+    assert_eq!(
+        first
+            .labels(&ml.layers[0].digest)
+            .get(&source)
+            .map(String::as_str),
+        Some("copy")
+    );
+    rt().block_on(push(
+        &first.db,
+        NS,
+        &p.image.name,
+        &format!("{}/other:v2", dst.host()),
+        &o,
+    ))
+    .unwrap();
+    assert_eq!(
+        first
+            .labels(&ml.layers[0].digest)
+            .get(&source)
+            .map(String::as_str),
+        Some("copy,other")
+    );
+
+    // Pull both back into a fresh root: the same digests and bytes, and it unpacks.
+    let second = Root::new();
+    let mut po = second.opts();
+    po.client.credentials = Credentials::none().insert(&dst.host(), "pusher", "pw");
+    for r in ["copy:v1", "other:v2"] {
+        let back = do_pull(&second, &format!("{}/{r}", dst.host()), &po).unwrap();
+        assert_eq!(back.image.target.digest, ml.manifest_digest, "{r}");
+        assert_eq!(back.config.to_string(), ml.config_digest);
+        for l in &ml.layers {
+            let got = second
+                .db
+                .content_store()
+                .read_at(&Digest::parse(&l.digest).unwrap(), 0, 0)
+                .unwrap();
+            assert!(got == l.gz, "{r}: layer {}", l.digest);
+        }
+    }
+    let top = &chain_ids(&ml)[2];
+    assert!(second
+        .snapshot_fs(top)
+        .join("abs-link")
+        .symlink_metadata()
+        .is_ok());
+
+    // An image whose content is gone cannot be pushed: NotFound naming the blob.
+    first
+        .db
+        .content_delete(NS, &Digest::parse(&ml.layers[1].digest).unwrap())
+        .unwrap();
+    let e = rt()
+        .block_on(push(
+            &first.db,
+            NS,
+            &p.image.name,
+            &format!("{}/third:v1", dst.host()),
+            &o,
+        ))
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::NotFound, "{e}");
+    assert!(e.to_string().contains(&ml.layers[1].digest), "{e}");
+}

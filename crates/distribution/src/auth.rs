@@ -299,9 +299,15 @@ impl Authorizer {
         }
     }
 
-    /// Records a 401's challenges. Returns false when retrying cannot help (basic auth asked
-    /// for but no credentials, or the same credentials already refused).
-    pub fn challenged(&self, host: &str, www_authenticate: &[String], scope: &str) -> Result<bool> {
+    /// Records a 401's challenges. Returns false when retrying cannot help: basic auth asked for
+    /// but there are no credentials, or the request already carried them (`sent_basic`).
+    pub fn challenged(
+        &self,
+        host: &str,
+        www_authenticate: &[String],
+        scope: &str,
+        sent_basic: bool,
+    ) -> Result<bool> {
         let chs: Vec<Challenge> = www_authenticate
             .iter()
             .flat_map(|h| parse_challenges(h))
@@ -321,13 +327,12 @@ impl Authorizer {
             .challenges
             .lock()
             .map_err(|_| Error::Internal("auth lock poisoned".into()))?;
-        let seen_before = challenges.get(host) == Some(&ch);
         // A token the registry refused is dropped so the next request fetches a fresh one.
         self.tokens
             .lock()
             .map_err(|_| Error::Internal("auth lock poisoned".into()))?
             .remove(&(host.to_string(), scope.to_string()));
-        if ch.scheme == "basic" && (self.credential.is_none() || seen_before) {
+        if ch.scheme == "basic" && (self.credential.is_none() || sent_basic) {
             return Ok(false);
         }
         challenges.insert(host.to_string(), ch);
@@ -459,7 +464,7 @@ mod tests {
     fn basic_challenge_without_credentials_gives_up() {
         let a = Authorizer::new(None);
         assert!(!a
-            .challenged("h", &[r#"Basic realm="r""#.into()], "s")
+            .challenged("h", &[r#"Basic realm="r""#.into()], "s", false)
             .unwrap());
         let a = Authorizer::new(Some(Credential {
             username: "u".into(),
@@ -470,7 +475,7 @@ mod tests {
             .unwrap());
         // Same challenge again after sending the credentials: they were refused.
         assert!(!a
-            .challenged("h", &[r#"Basic realm="r""#.into()], "s")
+            .challenged("h", &[r#"Basic realm="r""#.into()], "s", false)
             .unwrap());
         assert!(a.challenged("h", &[], "s").is_err());
     }

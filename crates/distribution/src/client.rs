@@ -68,9 +68,28 @@ pub enum Chunk {
     Reset,
 }
 
-struct Host {
-    config: RegistryHost,
+pub(crate) struct Host {
+    pub(crate) config: RegistryHost,
     http: reqwest::Client,
+}
+
+/// One request as [`RepoClient::send`] makes it (again, on retries).
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub headers: &'a HeaderMap,
+    pub payload: &'a Payload,
+    /// The auth scope it needs.
+    pub scope: &'a str,
+    /// For error messages.
+    pub what: &'a str,
+}
+
+/// A request body.
+pub(crate) enum Payload {
+    Empty,
+    Bytes(Bytes),
+    File(PathBuf),
 }
 
 /// The client of one repository (e.g. `docker.io/library/busybox`).
@@ -243,8 +262,12 @@ impl RepoClient {
         &self.repo
     }
 
-    fn scope(&self) -> String {
+    pub(crate) fn scope(&self) -> String {
         format!("repository:{}:pull", self.repo)
+    }
+
+    pub(crate) fn push_scope(&self) -> String {
+        format!("repository:{}:pull,push", self.repo)
     }
 
     fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
@@ -254,15 +277,15 @@ impl RepoClient {
 
     /// Sends one request to one host: authorises, retries on 429/5xx and network errors,
     /// re-authenticates once on 401. Returns any other response for the caller to judge.
-    async fn send(
-        &self,
-        host: &Host,
-        method: Method,
-        url: &str,
-        headers: &HeaderMap,
-        what: &str,
-    ) -> Result<Response> {
-        let scope = self.scope();
+    pub(crate) async fn send(&self, host: &Host, call: Call<'_>) -> Result<Response> {
+        let Call {
+            method,
+            url,
+            headers,
+            payload,
+            scope,
+            what,
+        } = call;
         let mut attempt = 0u32;
         let mut reauthenticated = false;
         loop {
@@ -273,12 +296,24 @@ impl RepoClient {
             for (k, v) in &host.config.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
-            if let Some(a) = self
+            // Bodies are made anew for every attempt (a stream cannot be replayed).
+            match payload {
+                Payload::Empty => {}
+                Payload::Bytes(b) => req = req.body(b.clone()),
+                Payload::File(p) => {
+                    let f = tokio::fs::File::open(p)
+                        .await
+                        .map_err(|e| Error::io(format!("{what}: open {}", p.display()), e))?;
+                    req = req.body(reqwest::Body::from(f));
+                }
+            }
+            let auth = self
                 .auth
-                .header(&host.http, &host.config.host, &scope)
+                .header(&host.http, &host.config.host, scope)
                 .await
-                .map_err(|e| e.context(what))?
-            {
+                .map_err(|e| e.context(what))?;
+            let sent_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
+            if let Some(a) = auth {
                 let v = HeaderValue::from_str(&a)
                     .map_err(|_| Error::Internal(format!("{what}: bad Authorization value")))?;
                 req = req.header(AUTHORIZATION, v);
@@ -309,7 +344,7 @@ impl RepoClient {
                 let retry = !reauthenticated
                     && self
                         .auth
-                        .challenged(&host.config.host, &challenges, &scope)
+                        .challenged(&host.config.host, &challenges, scope, sent_basic)
                         .map_err(|e| e.context(what))?;
                 if retry {
                     reauthenticated = true;
@@ -336,7 +371,7 @@ impl RepoClient {
     }
 
     /// Turns a non-success status into an error of the matching kind.
-    async fn status_error(resp: Response, what: &str) -> Error {
+    pub(crate) async fn status_error(resp: Response, what: &str) -> Error {
         let status = resp.status();
         let detail = error_detail(resp).await;
         match status {
@@ -350,6 +385,19 @@ impl RepoClient {
             }
             s => Error::FailedPrecondition(format!("{what}: unexpected HTTP {s}{detail}")),
         }
+    }
+
+    /// The first host that may be pushed to.
+    pub(crate) fn push_host(&self) -> Result<&Host> {
+        self.hosts
+            .iter()
+            .find(|h| h.config.capabilities.push)
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "no host of {} is configured for push",
+                    self.domain
+                ))
+            })
     }
 
     /// Sends to each host with `cap` in turn until one answers with success; the last error
@@ -373,7 +421,16 @@ impl RepoClient {
                 continue;
             }
             let url = host.config.url(path);
-            let r = self.send(host, method.clone(), &url, headers, what).await;
+            let scope = self.scope();
+            let call = Call {
+                method: method.clone(),
+                url: &url,
+                headers,
+                payload: &Payload::Empty,
+                scope: &scope,
+                what,
+            };
+            let r = self.send(host, call).await;
             match r {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => last = Some(Self::status_error(resp, what).await),

@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod hosts;
 pub mod pull;
+pub mod push;
 pub mod reference;
 
 pub use error::{Error, Kind, Result};

@@ -254,7 +254,10 @@ impl TempLease {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let id = format!("wharf-pull-{nanos}-{}", std::process::id());
+        // Unique among concurrent pulls of this process, and across restarts.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("wharf-pull-{nanos}-{}-{seq}", std::process::id());
         let expire = chrono::Utc::now() + chrono::Duration::hours(24);
         let labels = Labels::from([(LABEL_GC_EXPIRE.to_string(), expire.to_rfc3339())]);
         db.lease_create(ns, &id, labels)?;
