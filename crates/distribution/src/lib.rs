@@ -5,6 +5,7 @@
 //! It knows nothing about gRPC: the daemon's Transfer/Images adapters and the CRI image service call
 //! [`pull::pull`] and map [`Error::kind`] to status codes.
 
+pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod error;
