@@ -1043,3 +1043,53 @@ fn docker_archive_from_skopeo_imports_and_unpacks() {
     assert_eq!(chain, chain_ids(&bb)[0]);
     assert!(root.snapshot_fs(&chain).join("bin/busybox").exists());
 }
+
+#[test]
+fn chunked_push_round_trips() {
+    use wharf_distribution::push::{push, PushOptions};
+    let reg = Registry::start().unwrap();
+    let bb = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &bb).unwrap();
+    let first = Root::new();
+    let p = do_pull(
+        &first,
+        &format!("{}/busybox", reg.host()),
+        &PullOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        bb.layers[0].gz.len() > 3 * (128 << 10),
+        "the layer must take several chunks"
+    );
+    let o = PushOptions {
+        chunk_size: Some(128 << 10),
+        ..Default::default()
+    };
+    let dst = Registry::start().unwrap();
+    rt().block_on(push(
+        &first.db,
+        NS,
+        &p.image.name,
+        &format!("{}/chunked:v1", dst.host()),
+        &o,
+    ))
+    .unwrap();
+    let second = Root::new();
+    let back = do_pull(
+        &second,
+        &format!("{}/chunked:v1", dst.host()),
+        &second.opts(),
+    )
+    .unwrap();
+    assert_eq!(back.image.target.digest, bb.manifest_digest);
+    let got = second
+        .db
+        .content_store()
+        .read_at(&Digest::parse(&bb.layers[0].digest).unwrap(), 0, 0)
+        .unwrap();
+    assert!(got == bb.layers[0].gz);
+    assert!(second
+        .snapshot_fs(&chain_ids(&bb)[0])
+        .join("bin/busybox")
+        .exists());
+}

@@ -24,6 +24,8 @@ pub struct PushOptions {
     pub client: ClientOptions,
     /// Blobs uploaded at once.
     pub concurrency: usize,
+    /// Upload blobs larger than this in PATCH chunks of this size (None: one PUT per blob).
+    pub chunk_size: Option<u64>,
 }
 
 impl Default for PushOptions {
@@ -31,6 +33,7 @@ impl Default for PushOptions {
         PushOptions {
             client: ClientOptions::default(),
             concurrency: 3,
+            chunk_size: None,
         }
     }
 }
@@ -136,6 +139,7 @@ async fn push_inner(
         ns,
         client: &client,
         host,
+        chunk_size: opts.chunk_size.filter(|c| *c > 0),
     };
     futures::stream::iter(plan.blobs.iter().map(|b| pusher.blob(b)))
         .buffer_unordered(opts.concurrency.max(1))
@@ -159,6 +163,7 @@ struct Pusher<'a> {
     ns: &'a str,
     client: &'a RepoClient,
     host: &'a Host,
+    chunk_size: Option<u64>,
 }
 
 impl Pusher<'_> {
@@ -256,20 +261,28 @@ impl Pusher<'_> {
                 return Err(RepoClient::status_error(resp, &format!("{what}: start upload")).await)
             }
         }
-        let loc = self.location(&resp, &what)?;
-        let sep = if loc.contains('?') { '&' } else { '?' };
+        let mut loc = self.location(&resp, &what)?;
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
         let path = self.db.content_store().blob_path(&d);
+        let size = u64::try_from(desc.size).unwrap_or(0);
+        let payload = match self.chunk_size {
+            Some(chunk) if size > chunk => {
+                loc = self.upload_chunks(&path, size, chunk, loc, &what).await?;
+                Payload::Empty
+            }
+            _ => Payload::File(path),
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
         let resp = self
             .send(
                 Method::PUT,
                 &format!("{loc}{sep}digest={d}"),
                 &headers,
-                &Payload::File(path),
+                &payload,
                 &what,
             )
             .await?;
@@ -277,6 +290,53 @@ impl Pusher<'_> {
             return Err(RepoClient::status_error(resp, &format!("{what}: upload")).await);
         }
         self.label(&d)
+    }
+
+    /// Sends the blob in PATCH requests of `chunk` bytes; returns the location to finish at.
+    async fn upload_chunks(
+        &self,
+        path: &std::path::Path,
+        size: u64,
+        chunk: u64,
+        mut loc: String,
+        what: &str,
+    ) -> Result<String> {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io(format!("{what}: open {}", path.display()), e))?;
+        let mut offset = 0u64;
+        while offset < size {
+            let n = chunk.min(size - offset);
+            let mut buf = vec![0u8; n as usize];
+            f.read_exact(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("{what}: read {}", path.display()), e))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            let range = HeaderValue::from_str(&format!("{offset}-{}", offset + n - 1))
+                .map_err(|_| Error::Internal("content range".into()))?;
+            headers.insert(reqwest::header::CONTENT_RANGE, range);
+            let resp = self
+                .send(
+                    Method::PATCH,
+                    &loc,
+                    &headers,
+                    &Payload::Bytes(Bytes::from(buf)),
+                    what,
+                )
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                let at = format!("{what}: chunk at {offset}");
+                return Err(RepoClient::status_error(resp, &at).await);
+            }
+            loc = self.location(&resp, what)?;
+            offset += n;
+        }
+        Ok(loc)
     }
 
     /// Records that the blob is now in the target repository too (enables later mounts).
