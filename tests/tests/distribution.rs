@@ -12,7 +12,7 @@ use wharf_core::metadata::Db;
 use wharf_core::snapshots::{Overlay, SnapshotStore};
 use wharf_core::Digest;
 use wharf_distribution::auth::Credentials;
-use wharf_distribution::pull::{pull, PullOptions, Pulled, Unpack};
+use wharf_distribution::pull::{pull, Progress, PullOptions, Pulled, Unpack};
 use wharf_distribution::Kind;
 use wharf_tests::fake_registry::{serve_image, FakeRegistry, Reply, Request};
 use wharf_tests::images::{self, Image};
@@ -92,6 +92,16 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn do_pull(root: &Root, reference: &str, opts: &PullOptions) -> wharf_distribution::Result<Pulled> {
     rt().block_on(pull(&root.db, NS, reference, opts))
+}
+
+type Events = Arc<std::sync::Mutex<Vec<Progress>>>;
+
+/// `opts` with a progress callback recording every report.
+fn recording(mut opts: PullOptions) -> (PullOptions, Events) {
+    let events: Events = Arc::default();
+    let e = events.clone();
+    opts.progress = Some(Arc::new(move |p| e.lock().unwrap().push(p)));
+    (opts, events)
 }
 
 fn chain_ids(img: &Image) -> Vec<String> {
@@ -613,10 +623,36 @@ fn interrupted_pull_resumes_from_the_partial_download() {
     // The registry is well again: the second pull asks only for the rest.
     broken.store(false, Ordering::SeqCst);
     let before = srv.requests().len();
-    do_pull(&root, &r, &root.quick_opts()).unwrap();
+    let (opts, events) = recording(root.quick_opts());
+    do_pull(&root, &r, &opts).unwrap();
     let reqs = srv.requests()[before..].to_vec();
     let gets = blob_gets(&reqs, &img.layers[0].digest);
     assert_eq!(gets.len(), 1, "{gets:?}");
+    let layer_d = Digest::parse(&img.layers[0].digest).unwrap();
+    let size = img.layers[0].gz.len() as u64;
+    let ev = events.lock().unwrap().clone();
+    assert!(matches!(&ev[0], Progress::Resolved { .. }), "{ev:?}");
+    let first_dl = ev
+        .iter()
+        .find(|e| matches!(e, Progress::Downloading { digest, .. } if digest == &layer_d));
+    assert_eq!(
+        first_dl,
+        Some(&Progress::Downloading {
+            digest: layer_d.clone(),
+            offset: cut as u64,
+            size
+        }),
+        "{ev:?}"
+    );
+    assert!(ev.contains(&Progress::Stored {
+        digest: layer_d.clone(),
+        size,
+        fetched: true
+    }));
+    assert!(
+        matches!(ev.last(), Some(Progress::Unpacked { .. })),
+        "{ev:?}"
+    );
     assert_eq!(
         gets[0].headers.get("range").map(String::as_str),
         Some(format!("bytes={cut}-").as_str())
@@ -625,9 +661,20 @@ fn interrupted_pull_resumes_from_the_partial_download() {
 
     // And a third pull fetches no blob at all: everything is in the store.
     let before = srv.requests().len();
-    do_pull(&root, &r, &root.quick_opts()).unwrap();
+    let (opts, events) = recording(root.quick_opts());
+    do_pull(&root, &r, &opts).unwrap();
     let reqs = srv.requests()[before..].to_vec();
     assert!(reqs.iter().all(|r| !r.path.contains("/blobs/")), "{reqs:?}");
+    let ev = events.lock().unwrap().clone();
+    assert!(ev.contains(&Progress::Stored {
+        digest: layer_d,
+        size,
+        fetched: false
+    }));
+    assert!(
+        !ev.iter().any(|e| matches!(e, Progress::Downloading { .. })),
+        "{ev:?}"
+    );
 }
 
 #[test]

@@ -22,6 +22,37 @@ use crate::{Error, Result};
 /// containerd's label naming the registry and repository a blob came from.
 pub const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
 
+/// What a pull reports as it goes (for the Transfer service's progress events and CLIs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Resolved {
+        reference: String,
+        descriptor: Descriptor,
+    },
+    /// `offset` of `size` bytes of a blob are stored; a resumed download starts above 0. Sent
+    /// when a download starts and then about every [`PROGRESS_STEP`] bytes.
+    Downloading {
+        digest: Digest,
+        offset: u64,
+        size: u64,
+    },
+    /// A blob is in the store: downloaded by this pull (`fetched`), or already there.
+    Stored {
+        digest: Digest,
+        size: u64,
+        fetched: bool,
+    },
+    Unpacked {
+        chain_id: Digest,
+    },
+}
+
+/// Bytes between two [`Progress::Downloading`] reports of one blob.
+pub const PROGRESS_STEP: u64 = 1 << 20;
+
+/// Receives [`Progress`] reports; called from async and blocking tasks, so it must be quick.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
 /// Where to unpack a pulled image.
 #[derive(Clone)]
 pub struct Unpack {
@@ -39,6 +70,7 @@ pub struct PullOptions {
     /// Layers fetched at once.
     pub concurrency: usize,
     pub unpack: Option<Unpack>,
+    pub progress: Option<ProgressFn>,
 }
 
 impl Default for PullOptions {
@@ -48,6 +80,7 @@ impl Default for PullOptions {
             platform: None,
             concurrency: 3,
             unpack: None,
+            progress: None,
         }
     }
 }
@@ -99,8 +132,13 @@ async fn pull_inner(
             format!("{LABEL_DISTRIBUTION_SOURCE}.{}", r.domain()),
             r.path().to_string(),
         ),
+        progress: opts.progress.clone(),
     };
     let target = client.resolve(r).await?;
+    fetch.report(Progress::Resolved {
+        reference: r.to_string(),
+        descriptor: target.clone(),
+    });
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     tracing::info!(reference = %r, digest = %target.digest, media_type = %target.media_type, "resolved");
 
@@ -200,6 +238,9 @@ async fn pull_inner(
             })
             .await
             .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+            fetch.report(Progress::Unpacked {
+                chain_id: top.clone(),
+            });
             Some(top)
         }
         None => None,
@@ -287,6 +328,7 @@ struct Fetcher {
     lease: String,
     client: Arc<RepoClient>,
     source: (String, String),
+    progress: Option<ProgressFn>,
 }
 
 /// containerd's ingest ref for a descriptor (`layer-sha256:…`, `manifest-sha256:…`).
@@ -308,6 +350,12 @@ const LOCKED_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 const LOCKED_TRIES: u32 = 6000;
 
 impl Fetcher {
+    fn report(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(p);
+        }
+    }
+
     /// A small document: from the store when present, else fetched and verified (not stored yet).
     async fn small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         let d = Digest::parse(&desc.digest)?;
@@ -339,10 +387,23 @@ impl Fetcher {
                     } else {
                         w.write(&bytes)?;
                     }
-                    w.commit(bytes.len() as u64, Some(d), labels)?;
+                    w.commit(bytes.len() as u64, Some(d.clone()), labels)?;
+                    f.report(Progress::Stored {
+                        digest: d,
+                        size: bytes.len() as u64,
+                        fetched: true,
+                    });
                     Ok(())
                 }
-                None => f.add_labels(&d, labels),
+                None => {
+                    f.add_labels(&d, labels)?;
+                    f.report(Progress::Stored {
+                        digest: d,
+                        size: bytes.len() as u64,
+                        fetched: false,
+                    });
+                    Ok(())
+                }
             }
         })
         .await
@@ -413,24 +474,47 @@ impl Fetcher {
         let w = tokio::task::spawn_blocking(move || f.open_writer(&desc2, &d2))
             .await
             .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+        let size = desc.size as u64;
         let Some(mut w) = w else {
             let f = self.clone();
-            return tokio::task::spawn_blocking(move || f.add_labels(&d, Labels::new()))
+            let d2 = d.clone();
+            tokio::task::spawn_blocking(move || f.add_labels(&d2, Labels::new()))
                 .await
-                .map_err(|e| Error::Internal(format!("label task: {e}")))?;
+                .map_err(|e| Error::Internal(format!("label task: {e}")))??;
+            self.report(Progress::Stored {
+                digest: d,
+                size,
+                fetched: false,
+            });
+            return Ok(());
         };
         let offset = w.offset();
-        let size = desc.size as u64;
+        self.report(Progress::Downloading {
+            digest: d.clone(),
+            offset,
+            size,
+        });
         let (tx, mut rx) = mpsc::channel::<Chunk>(32);
         let mut labels = Labels::new();
         labels.insert(self.source.0.clone(), self.source.1.clone());
         // The store is synchronous: a blocking task writes what the download streams to it.
+        let (f, d3) = (self.clone(), d.clone());
         let writer = tokio::task::spawn_blocking(move || -> Result<metadata::ContentWriter> {
+            let mut reported = offset;
             while let Some(c) = rx.blocking_recv() {
                 match c {
                     Chunk::Data(b) => w.write(&b)?,
                     // write_at(0) truncates the ingest.
                     Chunk::Reset => w.write_at(0, &[])?,
+                }
+                let now = w.offset();
+                if now < reported || now - reported >= PROGRESS_STEP {
+                    reported = now;
+                    f.report(Progress::Downloading {
+                        digest: d3.clone(),
+                        offset: now,
+                        size,
+                    });
                 }
             }
             Ok(w)
@@ -450,8 +534,16 @@ impl Fetcher {
             return Err(e);
         }
         let d2 = d.clone();
+        let f = self.clone();
         tokio::task::spawn_blocking(move || match w.commit(size, Some(d2.clone()), labels) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                f.report(Progress::Stored {
+                    digest: d2,
+                    size,
+                    fetched: true,
+                });
+                Ok(())
+            }
             Err(e) => {
                 // Bad bytes must not be resumed from by the next attempt.
                 let _ = db.content_abort(&ns, &reference);
