@@ -286,6 +286,35 @@ fn pull_by_digest_and_platform_selection_from_an_index() {
     let e = do_pull(&root, &r, &o).unwrap_err();
     assert_eq!(e.kind(), Kind::NotFound, "{e}");
     assert!(e.to_string().contains("linux/s390x"), "{e}");
+    // All platforms into a fresh root: both images' content, the index referencing both.
+    let all = Root::new();
+    let o_all = PullOptions {
+        all_platforms: true,
+        ..all.opts()
+    };
+    let p = do_pull(&all, &r, &o_all).unwrap();
+    assert_eq!(
+        p.manifest.to_string(),
+        bb.manifest_digest,
+        "unpacks the host's platform"
+    );
+    for l in bb.layers.iter().chain(arm.layers.iter()) {
+        assert!(all.has_blob(&l.digest), "{}", l.digest);
+    }
+    let labels = all.labels(&index_digest);
+    assert_eq!(
+        labels.get("containerd.io/gc.ref.content.m.0"),
+        Some(&arm.manifest_digest)
+    );
+    assert_eq!(
+        labels.get("containerd.io/gc.ref.content.m.1"),
+        Some(&bb.manifest_digest)
+    );
+    assert_eq!(
+        all.labels(&arm.manifest_digest)
+            .get("containerd.io/gc.ref.content.config"),
+        Some(&arm.config_digest)
+    );
     // A tag that does not exist is NotFound too.
     let e = do_pull(&root, &format!("{}/multi:nope", reg.host()), &o).unwrap_err();
     assert_eq!(e.kind(), Kind::NotFound, "{e}");

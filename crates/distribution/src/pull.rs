@@ -69,6 +69,9 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     /// Layers fetched at once.
     pub concurrency: usize,
+    /// Also fetch the other platforms' manifests of the top index (only the chosen one is
+    /// unpacked; the chosen platform must still be in the index).
+    pub all_platforms: bool,
     pub unpack: Option<Unpack>,
     pub progress: Option<ProgressFn>,
 }
@@ -79,6 +82,7 @@ impl Default for PullOptions {
             client: ClientOptions::default(),
             platform: None,
             concurrency: 3,
+            all_platforms: false,
             unpack: None,
             progress: None,
         }
@@ -145,7 +149,8 @@ async fn pull_inner(
     // Walk index levels down to the manifest for the platform, storing each level.
     let mut desc = target.clone();
     let mut chain = Vec::new();
-    for _ in 0..4 {
+    let mut others = Vec::new();
+    for level in 0..4 {
         if !images::is_index(&desc.media_type) {
             break;
         }
@@ -162,10 +167,21 @@ async fn pull_inner(
                     desc.digest
                 ))
             })?;
-        let labels = Labels::from([(
+        let mut labels = Labels::from([(
             format!("{}.m.{i}", metadata::LABEL_GC_REF_CONTENT),
             m.digest.clone(),
         )]);
+        if opts.all_platforms && level == 0 {
+            for (j, o) in index.manifests.iter().enumerate() {
+                if j != i && images::is_manifest(&o.media_type) {
+                    labels.insert(
+                        format!("{}.m.{j}", metadata::LABEL_GC_REF_CONTENT),
+                        o.digest.clone(),
+                    );
+                    others.push(o.clone());
+                }
+            }
+        }
         chain.push((desc.clone(), labels, bytes));
         desc = m.clone();
     }
@@ -175,50 +191,11 @@ async fn pull_inner(
             desc.digest, desc.media_type
         )));
     }
-    let manifest_bytes = fetch.small(&desc).await?;
-    let manifest = images::parse_manifest(&manifest_bytes)?;
-    let manifest_d = Digest::parse(&desc.digest)?;
-
-    let config = fetch.small(&manifest.config).await?;
-    images::parse_config(&config)?;
-    let layers = manifest
-        .layers
-        .iter()
-        .map(|l| {
-            if !images::is_layer(&l.media_type) {
-                return Err(Error::NotImplemented(format!(
-                    "layer {} has media type {:?}, which wharf cannot unpack",
-                    l.digest, l.media_type
-                )));
-            }
-            Ok(l.clone())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    futures::stream::iter(layers.iter().cloned().map(|l| {
-        let f = fetch.clone();
-        async move { f.blob(&l).await }
-    }))
-    .buffer_unordered(opts.concurrency.max(1))
-    .try_collect::<Vec<()>>()
-    .await?;
-
-    // Children first, parents last: a parent's gc.ref labels then always point at stored content.
-    let mut manifest_labels = Labels::from([(
-        format!("{}.config", metadata::LABEL_GC_REF_CONTENT),
-        manifest.config.digest.clone(),
-    )]);
-    for (i, l) in manifest.layers.iter().enumerate() {
-        manifest_labels.insert(
-            format!("{}.l.{i}", metadata::LABEL_GC_REF_CONTENT),
-            l.digest.clone(),
-        );
+    let manifest = fetch_image(&fetch, &desc, opts.concurrency).await?;
+    for o in &others {
+        fetch_image(&fetch, o, opts.concurrency).await?;
     }
-    fetch
-        .store_small(&manifest.config, &config, Labels::new())
-        .await?;
-    fetch
-        .store_small(&desc, &manifest_bytes, manifest_labels)
-        .await?;
+    let manifest_d = Digest::parse(&desc.digest)?;
     for (d, labels, bytes) in chain.iter().rev() {
         fetch.store_small(d, bytes, labels.clone()).await?;
     }
@@ -256,6 +233,46 @@ async fn pull_inner(
             .collect::<wharf_core::Result<_>>()?,
         chain_id,
     })
+}
+
+/// Fetches one image manifest's config and layers (layers in parallel), then stores the config
+/// and the manifest: children first, so a parent's gc.ref labels always point at stored content.
+async fn fetch_image(
+    fetch: &Fetcher,
+    desc: &Descriptor,
+    concurrency: usize,
+) -> Result<images::Manifest> {
+    let manifest_bytes = fetch.small(desc).await?;
+    let manifest = images::parse_manifest(&manifest_bytes)?;
+    let config = fetch.small(&manifest.config).await?;
+    images::parse_config(&config)?;
+    for l in &manifest.layers {
+        if !images::is_layer(&l.media_type) {
+            return Err(Error::NotImplemented(format!(
+                "layer {} has media type {:?}, which wharf cannot unpack",
+                l.digest, l.media_type
+            )));
+        }
+    }
+    futures::stream::iter(manifest.layers.iter().map(|l| fetch.blob(l)))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let mut labels = Labels::from([(
+        format!("{}.config", metadata::LABEL_GC_REF_CONTENT),
+        manifest.config.digest.clone(),
+    )]);
+    for (i, l) in manifest.layers.iter().enumerate() {
+        labels.insert(
+            format!("{}.l.{i}", metadata::LABEL_GC_REF_CONTENT),
+            l.digest.clone(),
+        );
+    }
+    fetch
+        .store_small(&manifest.config, &config, Labels::new())
+        .await?;
+    fetch.store_small(desc, &manifest_bytes, labels).await?;
+    Ok(manifest)
 }
 
 /// Creates the image record, or points an existing one at the new target.
