@@ -1169,3 +1169,47 @@ fn chunked_push_round_trips() {
         .join("bin/busybox")
         .exists());
 }
+
+#[test]
+fn layers_are_unpacked_while_later_layers_download() {
+    let root = Root::new();
+    let layers = images::multilayer_layers()
+        .into_iter()
+        .take(2)
+        .map(images::Layer::new)
+        .collect::<anyhow::Result<Vec<_>>>()
+        .unwrap();
+    let img = Image::new(layers, "amd64", &["sh"]).unwrap();
+    let chains = chain_ids(&img);
+    // The server holds layer 2 back until layer 1's snapshot is committed (or 5 s pass).
+    let held_until_unpacked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (img2, snaps, flag) = (img.clone(), root.snaps.clone(), held_until_unpacked.clone());
+    let first_chain = chains[0].clone();
+    let srv = FakeRegistry::start(move |req| {
+        if req.path.ends_with(&img2.layers[1].digest) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if snaps.stat(NS, &first_chain).is_ok() {
+                    flag.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let p = do_pull(&root, &format!("{}/test:latest", srv.host()), &root.opts()).unwrap();
+    assert!(
+        held_until_unpacked.load(Ordering::SeqCst),
+        "layer 1 was not unpacked while layer 2 was downloading"
+    );
+    assert_eq!(p.chain_id.map(|c| c.to_string()).as_ref(), Some(&chains[1]));
+    assert!(root.snapshot_fs(&chains[1]).join("opq/new").exists());
+    // The config carries the snapshot reference as after a serial unpack.
+    assert_eq!(
+        root.labels(&img.config_digest)
+            .get("containerd.io/gc.ref.snapshot.overlayfs"),
+        Some(&chains[1])
+    );
+}

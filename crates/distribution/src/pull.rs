@@ -191,9 +191,9 @@ async fn pull_inner(
             desc.digest, desc.media_type
         )));
     }
-    let manifest = fetch_image(&fetch, &desc, opts.concurrency).await?;
+    let manifest = fetch_image(&fetch, &desc, opts.concurrency, opts.unpack.as_ref()).await?;
     for o in &others {
-        fetch_image(&fetch, o, opts.concurrency).await?;
+        fetch_image(&fetch, o, opts.concurrency, None).await?;
     }
     let manifest_d = Digest::parse(&desc.digest)?;
     for (d, labels, bytes) in chain.iter().rev() {
@@ -201,6 +201,8 @@ async fn pull_inner(
     }
 
     let image = record_image(db, ns, r, &target)?;
+    // Layers were unpacked as they arrived; this pass checks the chain and labels the config
+    // with its snapshot (a pull that resumed after a crash may also finish layers here).
     let chain_id = match &opts.unpack {
         Some(u) => {
             let (db, ns, u, m, lease) = (
@@ -237,15 +239,18 @@ async fn pull_inner(
 
 /// Fetches one image manifest's config and layers (layers in parallel), then stores the config
 /// and the manifest: children first, so a parent's gc.ref labels always point at stored content.
+/// With `unpack`, each layer is applied as soon as it and the layers below it are stored, while
+/// later layers still download.
 async fn fetch_image(
     fetch: &Fetcher,
     desc: &Descriptor,
     concurrency: usize,
+    unpack: Option<&Unpack>,
 ) -> Result<images::Manifest> {
     let manifest_bytes = fetch.small(desc).await?;
     let manifest = images::parse_manifest(&manifest_bytes)?;
     let config = fetch.small(&manifest.config).await?;
-    images::parse_config(&config)?;
+    let parsed = images::parse_config(&config)?;
     for l in &manifest.layers {
         if !images::is_layer(&l.media_type) {
             return Err(Error::NotImplemented(format!(
@@ -254,10 +259,71 @@ async fn fetch_image(
             )));
         }
     }
-    futures::stream::iter(manifest.layers.iter().map(|l| fetch.blob(l)))
-        .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    let diff_ids = parsed
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect::<wharf_core::Result<Vec<_>>>()?;
+    if unpack.is_some() && diff_ids.len() != manifest.layers.len() {
+        return Err(Error::InvalidArgument(format!(
+            "image {} has {} layers but its config lists {} diff IDs",
+            desc.digest,
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = images::chain_ids(&diff_ids);
+    let (done_tx, done_rx): (Vec<_>, Vec<_>) = manifest
+        .layers
+        .iter()
+        .map(|_| tokio::sync::oneshot::channel::<()>())
+        .unzip();
+    let downloads = futures::stream::iter(manifest.layers.iter().zip(done_tx).map(
+        |(l, done)| async move {
+            fetch.blob(l).await?;
+            let _ = done.send(());
+            Ok::<(), Error>(())
+        },
+    ))
+    .buffer_unordered(concurrency.max(1))
+    .try_collect::<Vec<()>>();
+    let unpacker = async {
+        let Some(u) = unpack else {
+            return Ok(());
+        };
+        for (i, done) in done_rx.into_iter().enumerate() {
+            if done.await.is_err() {
+                // That download failed: its error is the one reported.
+                return Ok(());
+            }
+            let (db, ns, u, lease) = (
+                fetch.db.clone(),
+                fetch.ns.clone(),
+                u.clone(),
+                fetch.lease.clone(),
+            );
+            let (layer, diff_id, chain) = (
+                manifest.layers[i].clone(),
+                diff_ids[i].clone(),
+                chains[i].clone(),
+            );
+            let parent = i.checked_sub(1).map(|p| chains[p].clone());
+            tokio::task::spawn_blocking(move || {
+                let l = images::unpack::Layer {
+                    desc: &layer,
+                    diff_id: &diff_id,
+                    chain: &chain,
+                    parent: parent.as_ref(),
+                };
+                images::unpack::unpack_layer(&db, &u.snapshotter, &ns, &l, Some(&lease), &u.tmp)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::try_join!(downloads, unpacker)?;
     let mut labels = Labels::from([(
         format!("{}.config", metadata::LABEL_GC_REF_CONTENT),
         manifest.config.digest.clone(),
