@@ -120,7 +120,7 @@ def run_daemon(kind, d):
     if kind == "wharf":
         open(f"{d}/none.toml", "w").close()
         cmd = [os.path.join(REPO, "target/release/wharfd"), "--root", f"{d}/root", "--state", f"{d}/state",
-               "--address", sock, "--config", f"{d}/none.toml", "--log-level", "warn"]
+               "--address", sock, "--config", f"{d}/none.toml", "--log-level", os.environ.get("WHARF_LOG", "warn")]
     else:
         with open(f"{d}/c.toml", "w") as f:
             f.write("version = 2\n")
@@ -178,6 +178,8 @@ def main():
                     res[k].append(time.perf_counter() - t0)
                     p.terminate()
                     p.wait(20)
+                    if os.environ.get("WHARF_LOG") and k == "wharf":
+                        print("\n".join(l for l in open(f"{fs.mnt}/log") if "wharf" in l and "h2" not in l)[-4000:])
                 finally:
                     fs.close()
                     shutil.rmtree(d, ignore_errors=True)

@@ -236,7 +236,7 @@ const CTR_TIMEOUT: Duration = Duration::from_secs(90);
 /// Kills the shims serving `socket` with everything they started, and removes their runc state
 /// (Debian's runc shim keeps it under /run/containerd/runc/<ns>/<id>, shared between daemons),
 /// so a failed test leaves nothing running that a later run would collide with.
-fn kill_shims_of(socket: &Path) {
+pub fn kill_shims_of(socket: &Path) {
     let procs: Vec<(i32, i32, Vec<String>)> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()

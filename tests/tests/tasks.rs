@@ -1,6 +1,7 @@
 //! Issue "Execution", tasks: `ctr run` end to end through wharfd's runtime manager and a runtime
-//! v2 shim (Debian's `containerd-shim-runc-v2` + runc for `io.containerd.runc.v2`, ctr's default):
-//! output, exit codes, stdin, detached tasks with exec and kill, and shims surviving a wharfd crash.
+//! v2 shim: output, exit codes, stdin, detached tasks with exec and kill, and shims surviving a
+//! wharfd crash. Each scenario runs with wharf's own shim (`io.containerd.wharf.v2`, libcontainer
+//! in-process) and with Debian's `containerd-shim-runc-v2` + runc (`io.containerd.runc.v2`).
 
 use std::time::{Duration, Instant};
 
@@ -47,12 +48,57 @@ fn wait_status(w: &Wharfd, id: &str, want: &str) {
     }
 }
 
+pub const WHARF: &str = "io.containerd.wharf.v2";
+pub const RUNC: &str = "io.containerd.runc.v2";
+
 #[test]
-fn run_output_exit_codes_and_stdin() {
+fn run_output_exit_codes_and_stdin_wharf_shim() {
+    run_output_exit_codes_and_stdin(WHARF);
+}
+
+#[test]
+fn run_output_exit_codes_and_stdin_runc_shim() {
+    run_output_exit_codes_and_stdin(RUNC);
+}
+
+#[test]
+fn detached_exec_kill_delete_and_crash_recovery_wharf_shim() {
+    detached_exec_kill_delete_and_crash_recovery(WHARF);
+}
+
+#[test]
+fn detached_exec_kill_delete_and_crash_recovery_runc_shim() {
+    detached_exec_kill_delete_and_crash_recovery(RUNC);
+}
+
+fn run_output_exit_codes_and_stdin(rt: &str) {
     let (_reg, w, r) = setup();
-    let out = w.ctr_ok(&["-n", "test", "run", "--rm", &r, "t1", "echo", "hello"]);
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        rt,
+        "--rm",
+        &r,
+        "t1",
+        "echo",
+        "hello",
+    ]);
     assert_eq!(out.trim(), "hello");
-    let out = w.ctr(&["-n", "test", "run", "--rm", &r, "t2", "sh", "-c", "exit 42"]);
+    let out = w.ctr(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        rt,
+        "--rm",
+        &r,
+        "t2",
+        "sh",
+        "-c",
+        "exit 42",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(42),
@@ -61,7 +107,17 @@ fn run_output_exit_codes_and_stdin() {
     );
     // ctr 1.6 attaches stdin to every foreground run and sends CloseIO at its EOF.
     let out = w.ctr_input_after(
-        &["-n", "test", "run", "--rm", &r, "t3", "cat"],
+        &[
+            "-n",
+            "test",
+            "run",
+            "--runtime",
+            rt,
+            "--rm",
+            &r,
+            "t3",
+            "cat",
+        ],
         b"abc\n",
         Duration::from_secs(1),
     );
@@ -86,24 +142,54 @@ fn run_output_exit_codes_and_stdin() {
         .unwrap_or_default();
     assert!(left.is_empty(), "bundles left: {left:?}");
     // A command missing from the image: the error comes back, nothing is left.
-    let out = w.ctr(&["-n", "test", "run", "--rm", &r, "t5", "/no/such/binary"]);
+    let out = w.ctr(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        rt,
+        "--rm",
+        &r,
+        "t5",
+        "/no/such/binary",
+    ]);
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no such file"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("no such file") || err.contains("not found"),
+        "{err}"
     );
+    assert!(w
+        .ctr_ok(&["-n", "test", "containers", "ls", "-q"])
+        .trim()
+        .is_empty());
+    let left: Vec<_> = std::fs::read_dir(&bundles)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "bundles left after a failed run: {left:?}");
 }
 
-#[test]
-fn detached_exec_kill_delete_and_crash_recovery() {
+fn detached_exec_kill_delete_and_crash_recovery(rt: &str) {
     let (_reg, mut w, r) = setup();
-    w.ctr_ok(&["-n", "test", "run", "-d", &r, "d1", "sleep", "1000"]);
+    w.ctr_ok(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        rt,
+        "-d",
+        &r,
+        "d1",
+        "sleep",
+        "1000",
+    ]);
     // A shell that handles SIGTERM (a bare `sleep` as PID 1 would ignore it).
     w.ctr_ok(&[
         "-n",
         "test",
         "run",
+        "--runtime",
+        rt,
         "-d",
         &r,
         "d2",

@@ -78,55 +78,81 @@ impl Compression {
     }
 }
 
-/// Hashes and counts what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    n: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-}
-
 /// Applies the layer read from `compressed` (of media type `media_type`) to `target`.
 /// A diff ID mismatch with `expected` fails after the stream was read; the caller discards the
 /// target (a fresh snapshot) in that case.
 pub fn apply_layer(
-    compressed: impl Read,
+    compressed: impl Read + Send,
     media_type: &str,
     target: &Path,
     mode: ApplyMode,
     expected: Option<&Digest>,
 ) -> Result<ApplyResult> {
     let compression = Compression::from_media_type(media_type)?;
-    let raw = compression.reader(BufReader::with_capacity(1 << 20, compressed))?;
-    let mut hashing = Hashing {
-        inner: raw,
-        hasher: Sha256::new(),
-        n: 0,
-    };
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        apply_tar(&mut archive, target, mode).map_err(|e| match e {
-            Error::Io { context, source }
-                if source.kind() == io::ErrorKind::InvalidInput
-                    || source.kind() == io::ErrorKind::InvalidData =>
-            {
-                Error::InvalidArgument(format!("corrupt layer: {context}: {source}"))
+    // Decompression and hashing run on their own thread, one chunk ahead of the tar writer, so a
+    // layer costs about max(decompress, write files) instead of their sum.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_CHUNKS);
+    let (applied, streamed) = std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> io::Result<(Sha256, u64)> {
+            let mut raw = compression
+                .reader(BufReader::with_capacity(1 << 20, compressed))
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let (mut hasher, mut n) = (Sha256::new(), 0u64);
+            loop {
+                let mut buf = vec![0u8; PIPE_CHUNK];
+                let len = read_full(&mut raw, &mut buf)?;
+                if len == 0 {
+                    return Ok((hasher, n));
+                }
+                buf.truncate(len);
+                hasher.update(&buf);
+                n += len as u64;
+                if tx.send(buf).is_err() {
+                    // The writer stopped (an error it reports itself).
+                    return Ok((hasher, n));
+                }
             }
-            e => e,
-        })?;
-    }
-    // The digest covers the whole stream, including the tar's trailing blocks.
-    io::copy(&mut hashing, &mut io::sink())
-        .map_err(|e| Error::InvalidArgument(format!("corrupt layer stream: {e}")))?;
-    let diff_id = Digest::from_hasher(hashing.hasher);
+        });
+        let mut reader = ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        let applied = {
+            let mut archive = tar::Archive::new(&mut reader);
+            apply_tar(&mut archive, target, mode)
+        };
+        // Whatever the outcome, let the producer finish: it reads the stream to its end (the
+        // digest covers the tar's trailing blocks too) or stops when nobody listens.
+        if applied.is_err() {
+            drop(reader);
+        } else {
+            while reader.rx.recv().is_ok() {}
+        }
+        let streamed = producer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("decompression thread panicked")));
+        (applied, streamed)
+    });
+    let corrupt = |e: io::Error| Error::InvalidArgument(format!("corrupt layer stream: {e}"));
+    // A broken stream makes the tar reader fail too: report the stream's own error first.
+    let (hasher, n) = match (applied, streamed) {
+        (_, Err(e)) => return Err(corrupt(e)),
+        (Err(e), _) => {
+            return Err(match e {
+                Error::Io { context, source }
+                    if source.kind() == io::ErrorKind::InvalidInput
+                        || source.kind() == io::ErrorKind::InvalidData
+                        || source.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    Error::InvalidArgument(format!("corrupt layer: {context}: {source}"))
+                }
+                e => e,
+            })
+        }
+        (Ok(()), Ok(v)) => v,
+    };
+    let diff_id = Digest::from_hasher(hasher);
     if let Some(want) = expected {
         if want != &diff_id {
             return Err(Error::FailedPrecondition(format!(
@@ -136,8 +162,50 @@ pub fn apply_layer(
     }
     Ok(ApplyResult {
         diff_id,
-        uncompressed_size: hashing.n,
+        uncompressed_size: n,
     })
+}
+
+const PIPE_CHUNK: usize = 256 << 10;
+const PIPE_CHUNKS: usize = 8;
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match r.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
+}
+
+/// The tar reader's end of the decompression pipe; a closed pipe reads as end of stream.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn io_ctx(what: &str, t: &Target) -> Error {

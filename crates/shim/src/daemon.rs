@@ -1,0 +1,153 @@
+//! `start`: binds the task socket, forks the long-lived shim into its own session and prints the
+//! address for the daemon. The child serves until the daemon calls Shutdown.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use containerd_shim_protos::shim_async::create_task;
+use nix::unistd::{dup2, fork, setsid, ForkResult};
+
+use crate::args::Args;
+use crate::service::Service;
+
+const V2: &str = "containerd.task.v2.Task";
+const V3: &str = "containerd.task.v3.Task";
+
+pub fn start(args: &Args) -> Result<(), String> {
+    let socket = args.socket_path();
+    let dir = socket.parent().unwrap_or(Path::new("/run/wharf"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let listener = bind(&socket)?;
+    let address = format!("unix://{}", socket.display());
+
+    // Still single-threaded here, so fork is safe; the child builds its runtime afterwards.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { .. } => {
+            // containerd reads the address from stdout, and from the bundle on restore.
+            let _ = std::fs::write("address", &address);
+            print!("{address}");
+            let _ = std::io::stdout().flush();
+            Ok(())
+        }
+        ForkResult::Child => {
+            let code = match serve(args, listener) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("shim {}: {e}", args.id);
+                    1
+                }
+            };
+            let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_dir_all(args.runtime_root());
+            std::process::exit(code);
+        }
+    }
+}
+
+/// Binds the socket, replacing a stale one; a live one means a shim already serves this task.
+fn bind(socket: &Path) -> Result<UnixListener, String> {
+    match UnixListener::bind(socket) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(socket).is_ok() {
+                return Err(format!(
+                    "a shim already serves {} (task exists)",
+                    socket.display()
+                ));
+            }
+            let _ = std::fs::remove_file(socket);
+            UnixListener::bind(socket).map_err(|e| format!("bind {}: {e}", socket.display()))
+        }
+        Err(e) => Err(format!("bind {}: {e}", socket.display())),
+    }
+}
+
+/// Detaches from the daemon (new session, stdio off its pipes, stderr into the bundle's `log`
+/// FIFO that wharfd reads) and serves the task API until Shutdown.
+fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
+    setsid().map_err(|e| format!("setsid: {e}"))?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    // The daemon opened `log` read-write, so this open never blocks; without it, stderr is null.
+    let log = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log")
+        .ok();
+    let _ = dup2(null.as_raw_fd(), 0);
+    let _ = dup2(null.as_raw_fd(), 1);
+    let _ = dup2(log.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd()), 2);
+    if let Some(log) = &log {
+        // Writes to the log must block rather than fail when the reader is slow.
+        let _ = nix::fcntl::fcntl(
+            log.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        );
+        let _ = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+    }
+    drop(log);
+    drop(null);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_max_level(if args.debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .init();
+    // Orphaned container processes (the init after libcontainer's intermediate exits, exec'd
+    // processes) are re-parented to us, so we can reap them and report their exit status.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        // Registered before any child exists, so no exit goes unnoticed.
+        let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+            .map_err(|e| format!("SIGCHLD handler: {e}"))?;
+        let svc = Arc::new(Service::new(args)?);
+        let mut services = create_task(svc.clone());
+        // One handler set under both names: containerd 1.6 calls v2, containerd 2.x calls v3.
+        if let Some(v3) = services.remove(V3) {
+            services.insert(V3.to_string(), v3);
+        }
+        let mut v2 = create_task(svc.clone());
+        if let Some(s) = v2.remove(V3) {
+            services.insert(V2.to_string(), s);
+        }
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket: {e}"))?;
+        let fd = listener.into_raw_fd();
+        let mut server = unsafe { ttrpc::asynchronous::Server::new().add_unix_listener(fd) }
+            .map_err(|e| format!("ttrpc listener: {e}"))?
+            .register_service(services);
+        server
+            .start()
+            .await
+            .map_err(|e| format!("ttrpc start: {e}"))?;
+        tokio::spawn(crate::reaper::run(svc.clone(), sigchld));
+        svc.wait_shutdown().await;
+        let _ = server.shutdown().await;
+        svc.flush_events().await;
+        Ok::<(), String>(())
+    })
+}

@@ -1,0 +1,55 @@
+//! `delete`: the daemon's clean-up after a shim that died. Kills whatever is left of the
+//! container, removes libcontainer's state and the cgroup, unmounts the rootfs and prints a
+//! DeleteResponse (exit status 137, as containerd reports a task whose shim is gone).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::Message;
+use libcontainer::container::Container;
+
+use crate::args::Args;
+use crate::cgroup::Cgroup;
+use crate::events::timestamp;
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let bundle = match &args.bundle {
+        Some(b) => b.clone(),
+        None => std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?,
+    };
+    let root = args.runtime_root();
+    let mut pid = 0;
+    if let Ok(mut c) = Container::load(root.join(&args.id)) {
+        pid = c.pid().map_or(0, |p| p.as_raw().max(0) as u32);
+        if let Err(e) = c.delete(true) {
+            eprintln!("delete container {}: {e}", args.id);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let rootfs = bundle.join("rootfs");
+    let _ = wharf_core::mount::unmount(&rootfs);
+    let cg_path = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+        .ok()
+        .and_then(|s| s.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
+        .unwrap_or_else(|| PathBuf::from(format!("/{}/{}", args.namespace, args.id)));
+    Cgroup {
+        path: cg_path,
+        id: args.id.clone(),
+    }
+    .remove_empty_parents();
+    let _ = std::fs::remove_file(args.socket_path());
+    let resp = DeleteResponse {
+        pid,
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(timestamp(std::time::SystemTime::now())).into(),
+        ..Default::default()
+    };
+    let bytes = resp
+        .write_to_bytes()
+        .map_err(|e| format!("encode response: {e}"))?;
+    std::io::stdout()
+        .write_all(&bytes)
+        .map_err(|e| format!("write response: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,944 @@
+//! The task service (`containerd.task.v2.Task` / `v3`): one container, its init process and the
+//! processes exec'd into it, run by libcontainer in this process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use containerd_shim_protos::api::{self, Status};
+use containerd_shim_protos::events::task as ev;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::Spec;
+use ttrpc::asynchronous::TtrpcContext;
+use ttrpc::{Code, Error as TtrpcError};
+
+use crate::args::Args;
+use crate::cgroup::{Cgroup, OomWatch};
+use crate::events::Publisher;
+use crate::process::Process;
+use crate::stdio::{self, ConsoleSocket, Paths, TtyCopy};
+
+type Res<T> = ttrpc::Result<T>;
+
+fn err(code: Code, msg: impl Into<String>) -> TtrpcError {
+    TtrpcError::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn not_found(what: &str) -> TtrpcError {
+    err(Code::NOT_FOUND, format!("{what}: not found"))
+}
+
+struct Inner {
+    container: Option<Container>,
+    init: Option<Process>,
+    execs: HashMap<String, Process>,
+    /// Exits of pids nobody claimed yet (an exec that ended before it was recorded).
+    unclaimed: HashMap<i32, u32>,
+    cgroup: Option<Arc<Cgroup>>,
+    rootfs: Option<PathBuf>,
+    exec_seq: u64,
+    deleted: bool,
+}
+
+pub struct Service {
+    namespace: String,
+    id: String,
+    bundle: PathBuf,
+    /// libcontainer's state root for this task.
+    root: PathBuf,
+    events: Publisher,
+    inner: Mutex<Inner>,
+    shutdown: tokio::sync::Notify,
+}
+
+fn io_paths(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Paths {
+    Paths {
+        stdin: stdin.to_string(),
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+        terminal,
+    }
+}
+
+impl Service {
+    pub fn new(args: &Args) -> Result<Service, String> {
+        let bundle = std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?;
+        let root = args.runtime_root();
+        std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
+        let ttrpc_address = std::env::var("TTRPC_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty());
+        Ok(Service {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            bundle,
+            root,
+            events: Publisher::start(ttrpc_address, &args.namespace),
+            inner: Mutex::new(Inner {
+                container: None,
+                init: None,
+                execs: HashMap::new(),
+                unclaimed: HashMap::new(),
+                cgroup: None,
+                rootfs: None,
+                exec_seq: 0,
+                deleted: false,
+            }),
+            shutdown: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn wait_shutdown(&self) {
+        self.shutdown.notified().await;
+    }
+
+    pub async fn flush_events(&self) {
+        self.events.flush().await;
+    }
+
+    fn check_id(&self, id: &str) -> Res<()> {
+        if id != self.id {
+            return Err(not_found(&format!("task {id}")));
+        }
+        Ok(())
+    }
+
+    /// Called by the reaper for every child that ended.
+    pub fn process_exited(&self, pid: i32, status: u32) {
+        let mut inner = self.lock();
+        let proc = match inner.init.as_mut() {
+            Some(p) if p.pid == pid && p.status != Status::STOPPED => Some(p),
+            _ => inner
+                .execs
+                .values_mut()
+                .find(|p| p.pid == pid && p.status != Status::STOPPED),
+        };
+        let Some(p) = proc else {
+            inner.unclaimed.insert(pid, status);
+            return;
+        };
+        p.set_exited(status);
+        let id = if p.exec_id.is_empty() {
+            self.id.clone()
+        } else {
+            p.exec_id.clone()
+        };
+        let event = ev::TaskExit {
+            container_id: self.id.clone(),
+            id,
+            pid: pid as u32,
+            exit_status: status,
+            exited_at: p.exited_at().into(),
+            ..Default::default()
+        };
+        let is_init = p.exec_id.is_empty();
+        if is_init {
+            // The init's end stops the container; the kernel kills what is left in its pid
+            // namespace, and those exits are reaped as they come.
+            if let Some(c) = inner.container.as_mut() {
+                c.set_status(libcontainer::container::ContainerStatus::Stopped);
+                let _ = c.save();
+            }
+        }
+        tracing::debug!(pid, status, "process exited");
+        self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
+    }
+
+    /// Records a new pid, taking an exit the reaper saw before the pid was known.
+    fn claim(&self, inner: &mut Inner, pid: i32) -> Option<u32> {
+        inner.unclaimed.remove(&pid)
+    }
+
+    fn start_oom_watch(&self, cg: Arc<Cgroup>) {
+        match OomWatch::new(&cg) {
+            Ok(mut w) => {
+                let events = self.events.clone();
+                let id = self.id.clone();
+                tokio::spawn(async move {
+                    while w.next().await.is_some() {
+                        tracing::info!(id = %id, "OOM kill in the container's cgroup");
+                        events.publish(
+                            topics::TASK_OOM_EVENT_TOPIC,
+                            &ev::TaskOOM {
+                                container_id: id.clone(),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "no OOM notifications"),
+        }
+    }
+
+    fn builder(&self) -> Res<ContainerBuilder> {
+        ContainerBuilder::new(self.id.clone(), SyscallType::default())
+            .with_root_path(&self.root)
+            .map_err(|e| err(Code::INTERNAL, format!("runtime root: {e}")))
+    }
+
+    /// A console socket path short enough for sun_path, unique per process.
+    fn console_path(&self, n: u64) -> PathBuf {
+        self.root.join(format!("console-{n}.sock"))
+    }
+}
+
+fn unmount_rootfs(rootfs: &Path) {
+    if let Err(e) = wharf_core::mount::unmount(rootfs) {
+        tracing::warn!(error = %e, "unmount rootfs");
+    }
+}
+
+/// Loads the bundle's spec and fills in the cgroups path containerd's clients normally set.
+fn prepare_spec(bundle: &Path, ns: &str, id: &str) -> Res<(Spec, PathBuf)> {
+    let path = bundle.join("config.json");
+    let mut spec = Spec::load(&path).map_err(|e| {
+        err(
+            Code::INVALID_ARGUMENT,
+            format!("load OCI spec {}: {e}", path.display()),
+        )
+    })?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| bundle.join(r.path()))
+        .ok_or_else(|| err(Code::INVALID_ARGUMENT, "OCI spec has no root"))?;
+    if let Err(e) = std::fs::metadata(&root) {
+        return Err(runtime_error(
+            "create",
+            std::io::Error::new(
+                e.kind(),
+                format!("invalid rootfs: stat {}: {e}", root.display()),
+            ),
+        ));
+    }
+    let current = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let cg = match current {
+        Some(p) => p,
+        None => {
+            let p = PathBuf::from(format!("/{ns}/{id}"));
+            let mut linux = spec.linux().clone().unwrap_or_default();
+            linux.set_cgroups_path(Some(p.clone()));
+            spec.set_linux(Some(linux));
+            spec.save(&path)
+                .map_err(|e| err(Code::INTERNAL, format!("save OCI spec: {e}")))?;
+            p
+        }
+    };
+    Ok((spec, cg))
+}
+
+fn runtime_error(what: &str, e: impl std::error::Error) -> TtrpcError {
+    // containerd reports OCI runtime failures with code Unknown and this prefix; the causes are
+    // spelled out because libcontainer's top-level messages are terse.
+    let mut msg = format!("OCI runtime {what} failed: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        source = s.source();
+    }
+    err(Code::UNKNOWN, msg)
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> Res<api::CreateTaskResponse> {
+        self.check_id(&req.id)?;
+        if !req.checkpoint.is_empty() {
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "restore from a checkpoint is not supported",
+            ));
+        }
+        let mut inner = self.lock();
+        if inner.init.is_some() || inner.deleted {
+            return Err(err(
+                Code::ALREADY_EXISTS,
+                format!("task {}: already exists", self.id),
+            ));
+        }
+        let bundle = if req.bundle.is_empty() {
+            self.bundle.clone()
+        } else {
+            PathBuf::from(&req.bundle)
+        };
+        let rootfs = bundle.join("rootfs");
+        if !req.rootfs.is_empty() {
+            let mounts: Vec<wharf_core::snapshots::Mount> = req
+                .rootfs
+                .iter()
+                .map(|m| wharf_core::snapshots::Mount {
+                    kind: m.type_.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                })
+                .collect();
+            std::fs::create_dir_all(&rootfs)
+                .map_err(|e| err(Code::INTERNAL, format!("create rootfs dir: {e}")))?;
+            wharf_core::mount::mount_all(&mounts, &rootfs)
+                .map_err(|e| err(Code::INTERNAL, format!("mount rootfs: {e}")))?;
+            inner.rootfs = Some(rootfs.clone());
+        }
+        let result = (|| {
+            let (spec, cg_path) = prepare_spec(&bundle, &self.namespace, &self.id)?;
+            let terminal = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false);
+            let paths = io_paths(
+                &req.stdin,
+                &req.stdout,
+                &req.stderr,
+                terminal || req.terminal,
+            );
+            let mut proc = Process::new("", paths.clone());
+            let mut builder = self.builder()?;
+            let console = if terminal {
+                let c = ConsoleSocket::new(self.console_path(0))
+                    .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
+                builder = builder.with_console_socket(Some(&c.path));
+                Some(c)
+            } else {
+                let o = stdio::open(&paths)
+                    .map_err(|e| err(Code::INVALID_ARGUMENT, format!("open stdio: {e}")))?;
+                if let Some(fd) = o.stdin {
+                    builder = builder.with_stdin(fd);
+                }
+                if let Some(fd) = o.stdout {
+                    builder = builder.with_stdout(fd);
+                }
+                if let Some(fd) = o.stderr {
+                    builder = builder.with_stderr(fd);
+                }
+                proc.keep = o.keep;
+                None
+            };
+            let container = builder
+                .as_init(&bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+                .map_err(|e| runtime_error("create", e))?;
+            proc.pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+            if let Some(c) = console {
+                let master = c
+                    .receive()
+                    .map_err(|e| err(Code::INTERNAL, format!("receive pty: {e}")))?;
+                proc.tty = Some(
+                    TtyCopy::start(&master, &paths)
+                        .map_err(|e| err(Code::INTERNAL, format!("copy tty: {e}")))?,
+                );
+                proc.console = Some(master);
+            }
+            Ok::<_, TtrpcError>((container, proc, cg_path))
+        })();
+        let (container, proc, cg_path) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Leave nothing behind: libcontainer's state and cgroup, and the rootfs mount.
+                if let Ok(mut c) = Container::load(self.root.join(&self.id)) {
+                    let _ = c.delete(true);
+                }
+                if let Some(r) = inner.rootfs.take() {
+                    unmount_rootfs(&r);
+                }
+                return Err(e);
+            }
+        };
+        let pid = proc.pid;
+        let cg = Arc::new(Cgroup {
+            path: cg_path,
+            id: self.id.clone(),
+        });
+        inner.cgroup = Some(cg.clone());
+        inner.container = Some(container);
+        inner.init = Some(proc);
+        drop(inner);
+        self.start_oom_watch(cg);
+        self.events.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            &ev::TaskCreate {
+                container_id: self.id.clone(),
+                bundle: bundle.to_string_lossy().into_owned(),
+                rootfs: req.rootfs.clone(),
+                io: Some(ev::TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                })
+                .into(),
+                checkpoint: req.checkpoint.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
+        self.check_id(&req.id)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if req.exec_id.is_empty() {
+            let init = inner.init.as_mut().ok_or_else(|| not_found("task"))?;
+            if init.status != Status::CREATED {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    "task is not in the created state",
+                ));
+            }
+            let c = inner
+                .container
+                .as_mut()
+                .ok_or_else(|| not_found("container"))?;
+            c.start().map_err(|e| runtime_error("start", e))?;
+            init.status = Status::RUNNING;
+            let pid = init.pid;
+            drop(guard);
+            self.events.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                &ev::TaskStart {
+                    container_id: self.id.clone(),
+                    pid: pid as u32,
+                    ..Default::default()
+                },
+            );
+            return Ok(api::StartResponse {
+                pid: pid as u32,
+                ..Default::default()
+            });
+        }
+        if inner
+            .init
+            .as_ref()
+            .is_none_or(|p| p.status != Status::RUNNING)
+        {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                "cannot exec in a task that is not running",
+            ));
+        }
+        inner.exec_seq += 1;
+        let seq = inner.exec_seq;
+        let p = inner
+            .execs
+            .get_mut(&req.exec_id)
+            .ok_or_else(|| not_found(&format!("process {}", req.exec_id)))?;
+        if p.status != Status::CREATED {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                "process was already started",
+            ));
+        }
+        let spec_path = p
+            .spec_path
+            .clone()
+            .ok_or_else(|| err(Code::INTERNAL, "exec process has no spec"))?;
+        let mut builder = self.builder()?;
+        let console = if p.stdio.terminal {
+            let c = ConsoleSocket::new(self.console_path(seq))
+                .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
+            builder = builder.with_console_socket(Some(&c.path));
+            Some(c)
+        } else {
+            let o = stdio::open(&p.stdio)
+                .map_err(|e| err(Code::INVALID_ARGUMENT, format!("open stdio: {e}")))?;
+            if let Some(fd) = o.stdin {
+                builder = builder.with_stdin(fd);
+            }
+            if let Some(fd) = o.stdout {
+                builder = builder.with_stdout(fd);
+            }
+            if let Some(fd) = o.stderr {
+                builder = builder.with_stderr(fd);
+            }
+            p.keep = o.keep;
+            None
+        };
+        let pid = builder
+            .as_tenant()
+            .with_process(Some(&spec_path))
+            .with_detach(true)
+            .build()
+            .map_err(|e| runtime_error("exec", e))?
+            .as_raw();
+        p.pid = pid;
+        p.status = Status::RUNNING;
+        if let Some(c) = console {
+            let master = c
+                .receive()
+                .map_err(|e| err(Code::INTERNAL, format!("receive pty: {e}")))?;
+            p.tty = Some(
+                TtyCopy::start(&master, &p.stdio)
+                    .map_err(|e| err(Code::INTERNAL, format!("copy tty: {e}")))?,
+            );
+            p.console = Some(master);
+        }
+        let early = self.claim(inner, pid);
+        drop(guard);
+        self.events.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            &ev::TaskExecStarted {
+                container_id: self.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        if let Some(status) = early {
+            self.process_exited(pid, status);
+        }
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> Res<api::DeleteResponse> {
+        self.check_id(&req.id)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if !req.exec_id.is_empty() {
+            let p = inner
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(&format!("process {}", req.exec_id)))?;
+            if p.status == Status::RUNNING || p.status == Status::PAUSED {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    "cannot delete a running process",
+                ));
+            }
+            let p = inner
+                .execs
+                .remove(&req.exec_id)
+                .ok_or_else(|| not_found("process"))?;
+            if let Some(spec) = &p.spec_path {
+                let _ = std::fs::remove_file(spec);
+            }
+            return Ok(api::DeleteResponse {
+                pid: p.pid.max(0) as u32,
+                exit_status: p.exit_status,
+                exited_at: p.exited_at().into(),
+                ..Default::default()
+            });
+        }
+        let init = inner
+            .init
+            .as_mut()
+            .ok_or_else(|| not_found(&format!("task {}", self.id)))?;
+        match init.status {
+            Status::RUNNING | Status::PAUSED | Status::PAUSING => {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    "cannot delete a running process",
+                ))
+            }
+            Status::CREATED => {
+                // Never started: killed with the container below.
+                init.set_exited(128 + libc::SIGKILL as u32);
+            }
+            _ => {}
+        }
+        if let Some(mut c) = inner.container.take() {
+            if let Err(e) = c.delete(true) {
+                tracing::warn!(error = %e, "delete container state");
+            }
+        }
+        if let Some(r) = inner.rootfs.take() {
+            unmount_rootfs(&r);
+        }
+        if let Some(cg) = inner.cgroup.take() {
+            cg.remove_empty_parents();
+        }
+        let init = inner.init.take().ok_or_else(|| not_found("task"))?;
+        inner.execs.clear();
+        inner.deleted = true;
+        drop(guard);
+        let resp = api::DeleteResponse {
+            pid: init.pid.max(0) as u32,
+            exit_status: init.exit_status,
+            exited_at: init.exited_at().into(),
+            ..Default::default()
+        };
+        self.events.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            &ev::TaskDelete {
+                container_id: self.id.clone(),
+                pid: resp.pid,
+                exit_status: resp.exit_status,
+                exited_at: resp.exited_at.clone(),
+                id: self.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(resp)
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
+        self.check_id(&req.id)?;
+        let cg = self
+            .lock()
+            .cgroup
+            .clone()
+            .ok_or_else(|| not_found("task"))?;
+        let pids = cg.pids().map_err(|e| err(Code::INTERNAL, e))?;
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| api::ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let init = inner.init.as_mut().ok_or_else(|| not_found("task"))?;
+            if init.status != Status::RUNNING {
+                return Err(err(Code::FAILED_PRECONDITION, "task is not running"));
+            }
+            let c = inner
+                .container
+                .as_mut()
+                .ok_or_else(|| not_found("container"))?;
+            c.pause().map_err(|e| runtime_error("pause", e))?;
+            init.status = Status::PAUSED;
+        }
+        self.events.publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            &ev::TaskPaused {
+                container_id: self.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(api::Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let init = inner.init.as_mut().ok_or_else(|| not_found("task"))?;
+            if init.status != Status::PAUSED {
+                return Err(err(Code::FAILED_PRECONDITION, "task is not paused"));
+            }
+            let c = inner
+                .container
+                .as_mut()
+                .ok_or_else(|| not_found("container"))?;
+            c.resume().map_err(|e| runtime_error("resume", e))?;
+            init.status = Status::RUNNING;
+        }
+        self.events.publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            &ev::TaskResumed {
+                container_id: self.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(api::Empty::new())
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::CheckpointTaskRequest,
+    ) -> Res<api::Empty> {
+        Err(err(
+            Code::UNIMPLEMENTED,
+            "checkpoint is not supported by the wharf shim",
+        ))
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let sig = i32::try_from(req.signal)
+            .ok()
+            .and_then(|s| libcontainer::signal::Signal::try_from(s).ok())
+            .ok_or_else(|| {
+                err(
+                    Code::INVALID_ARGUMENT,
+                    format!("invalid signal {}", req.signal),
+                )
+            })?;
+        if !req.exec_id.is_empty() {
+            let p = inner
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(&format!("process {}", req.exec_id)))?;
+            if p.status != Status::RUNNING {
+                return Err(not_found("process already finished"));
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::try_from(req.signal as i32).ok(),
+            )
+            .map_err(|e| err(Code::NOT_FOUND, format!("signal process: {e}")))?;
+            return Ok(api::Empty::new());
+        }
+        let init = inner.init.as_ref().ok_or_else(|| not_found("task"))?;
+        if init.status == Status::STOPPED && !req.all {
+            return Err(not_found("process already finished"));
+        }
+        let c = inner
+            .container
+            .as_mut()
+            .ok_or_else(|| not_found("container"))?;
+        c.kill(sig, req.all).map_err(|e| {
+            if init.status == Status::STOPPED {
+                not_found("process already finished")
+            } else {
+                runtime_error("kill", e)
+            }
+        })?;
+        Ok(api::Empty::new())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        if req.exec_id.is_empty() {
+            return Err(err(Code::INVALID_ARGUMENT, "exec id must not be empty"));
+        }
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            if inner.execs.contains_key(&req.exec_id) {
+                return Err(err(
+                    Code::ALREADY_EXISTS,
+                    format!("id {}: already exists", req.exec_id),
+                ));
+            }
+            if inner
+                .init
+                .as_ref()
+                .is_none_or(|p| p.status != Status::RUNNING)
+            {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    "cannot exec in a task that is not running",
+                ));
+            }
+            let spec = req
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default();
+            let process: oci_spec::runtime::Process = serde_json::from_slice(&spec)
+                .map_err(|e| err(Code::INVALID_ARGUMENT, format!("exec process spec: {e}")))?;
+            inner.exec_seq += 1;
+            let spec_path = self.root.join(format!("exec-{}.json", inner.exec_seq));
+            std::fs::write(&spec_path, &spec)
+                .map_err(|e| err(Code::INTERNAL, format!("write exec spec: {e}")))?;
+            let terminal = process.terminal().unwrap_or(false) || req.terminal;
+            let mut p = Process::new(
+                &req.exec_id,
+                io_paths(&req.stdin, &req.stdout, &req.stderr, terminal),
+            );
+            p.spec_path = Some(spec_path);
+            inner.execs.insert(req.exec_id.clone(), p);
+        }
+        self.events.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            &ev::TaskExecAdded {
+                container_id: self.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(api::Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        let inner = self.lock();
+        let p = if req.exec_id.is_empty() {
+            inner.init.as_ref()
+        } else {
+            inner.execs.get(&req.exec_id)
+        }
+        .ok_or_else(|| not_found("process"))?;
+        let console = p
+            .console
+            .as_ref()
+            .ok_or_else(|| err(Code::FAILED_PRECONDITION, "process has no terminal"))?;
+        stdio::resize(console, req.width, req.height)
+            .map_err(|e| err(Code::INTERNAL, format!("resize pty: {e}")))?;
+        Ok(api::Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        let p = if req.exec_id.is_empty() {
+            inner.init.as_mut()
+        } else {
+            inner.execs.get_mut(&req.exec_id)
+        }
+        .ok_or_else(|| not_found("process"))?;
+        // Without a terminal the container reads the client's FIFO itself and sees its EOF when
+        // the client closes it; with one, stop copying into the pty.
+        if let Some(tty) = p.tty.as_mut() {
+            tty.close_stdin();
+        }
+        Ok(api::Empty::new())
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<api::Empty> {
+        use libcgroups::common::{
+            create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt,
+        };
+        self.check_id(&req.id)?;
+        let cg = self
+            .lock()
+            .cgroup
+            .clone()
+            .ok_or_else(|| not_found("task"))?;
+        let value = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&value)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("resources: {e}")))?;
+        let m = create_cgroup_manager(CgroupConfig {
+            cgroup_path: cg.path.clone(),
+            systemd_cgroup: false,
+            container_name: self.id.clone(),
+        })
+        .map_err(|e| err(Code::INTERNAL, format!("cgroup: {e}")))?;
+        m.apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| err(Code::INTERNAL, format!("update resources: {e}")))?;
+        Ok(api::Empty::new())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
+        self.check_id(&req.id)?;
+        let mut rx = {
+            let inner = self.lock();
+            let p = if req.exec_id.is_empty() {
+                inner.init.as_ref()
+            } else {
+                inner.execs.get(&req.exec_id)
+            }
+            .ok_or_else(|| not_found("process"))?;
+            p.exited.subscribe()
+        };
+        rx.wait_for(|done| *done)
+            .await
+            .map_err(|_| err(Code::NOT_FOUND, "process was deleted"))?;
+        let inner = self.lock();
+        let p = if req.exec_id.is_empty() {
+            inner.init.as_ref()
+        } else {
+            inner.execs.get(&req.exec_id)
+        }
+        .ok_or_else(|| not_found("process"))?;
+        Ok(api::WaitResponse {
+            exit_status: p.exit_status,
+            exited_at: p.exited_at().into(),
+            ..Default::default()
+        })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
+        self.check_id(&req.id)?;
+        let inner = self.lock();
+        let bundle = self.bundle.to_string_lossy();
+        if req.exec_id.is_empty() {
+            let p = inner
+                .init
+                .as_ref()
+                .ok_or_else(|| not_found(&format!("task {}", self.id)))?;
+            return Ok(p.state(&self.id, &bundle));
+        }
+        let p = inner
+            .execs
+            .get(&req.exec_id)
+            .ok_or_else(|| not_found(&format!("process {}", req.exec_id)))?;
+        Ok(p.state(&req.exec_id, &bundle))
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
+        self.check_id(&req.id)?;
+        let cg = self
+            .lock()
+            .cgroup
+            .clone()
+            .ok_or_else(|| not_found("task"))?;
+        let any = cg.metrics().map_err(|e| err(Code::INTERNAL, e))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> Res<api::ConnectResponse> {
+        self.check_id(&req.id)?;
+        let pid = self.lock().init.as_ref().map_or(0, |p| p.pid.max(0) as u32);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: api::ShutdownRequest) -> Res<api::Empty> {
+        self.check_id(&req.id)?;
+        let inner = self.lock();
+        // containerd asks after every Delete; the shim only goes once its task is gone.
+        if inner.init.is_some() && !req.now {
+            return Ok(api::Empty::new());
+        }
+        drop(inner);
+        self.shutdown.notify_one();
+        Ok(api::Empty::new())
+    }
+}

@@ -1,0 +1,537 @@
+//! Issue "Execution", wharf's own shim (`containerd-shim-wharf-v2`, libcontainer in-process)
+//! driven by Debian's ctr through wharfd: pause/resume, metrics, exit statuses of signals, a tty,
+//! OOM events, a killed shim, bad input, and five tasks surviving a wharfd crash.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wharf_tests::daemon::Wharfd;
+use wharf_tests::images;
+use wharf_tests::registry::Registry;
+
+const RT: &str = "io.containerd.wharf.v2";
+
+fn setup() -> (Registry, Wharfd, String) {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
+    let w = Wharfd::start().unwrap();
+    let r = format!("{}/busybox:latest", reg.host());
+    w.ctr_ok(&["-n", "test", "images", "pull", "--plain-http", &r]);
+    (reg, w, r)
+}
+
+fn run_d(w: &Wharfd, r: &str, id: &str, cmd: &[&str]) {
+    let mut args = vec!["-n", "test", "run", "--runtime", RT, "-d", r, id];
+    args.extend_from_slice(cmd);
+    w.ctr_ok(&args);
+}
+
+/// (pid, status) of a task from `ctr tasks ls`.
+fn task(w: &Wharfd, id: &str) -> Option<(String, String)> {
+    let ls = w.ctr_ok(&["-n", "test", "tasks", "ls"]);
+    ls.lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].to_string(), f[2].to_string())
+        })
+}
+
+fn wait_status(w: &Wharfd, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = task(w, id);
+        if st.as_ref().map(|s| s.1.as_str()) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never became {want}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The exit status wharfd reports for a stopped task (Tasks/Get), then `ctr tasks rm`.
+fn rm_status(w: &Wharfd, id: &str) -> Option<u32> {
+    use containerd_client::services::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let ch = w.channel().await.ok()?;
+        let mut c = pb::tasks_client::TasksClient::new(ch);
+        let req = wharf_tests::daemon::with_ns(
+            "test",
+            pb::GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            },
+        );
+        let p = c.get(req).await.ok()?.into_inner().process?;
+        Some(p.exit_status)
+    });
+    w.ctr_ok(&["-n", "test", "tasks", "rm", id]);
+    status
+}
+
+fn shim_pids(id: &str) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("containerd-shim-wharf-v2 .*-id {id} ")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn cgroup_dirs(ns_id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in rd.flatten() {
+            let p = h.path().join(ns_id);
+            if p.exists() {
+                left.push(p.display().to_string());
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn pause_resume_metrics_and_signal_exit_statuses() {
+    let (_reg, w, r) = setup();
+    run_d(&w, &r, "p1", &["sleep", "1000"]);
+    run_d(
+        &w,
+        &r,
+        "p2",
+        &["sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"],
+    );
+    wait_status(&w, "p1", "RUNNING");
+    let (pid, _) = task(&w, "p1").unwrap();
+    let shim = shim_pids("p1");
+    assert_eq!(shim.len(), 1, "one shim per task: {shim:?}");
+
+    w.ctr_ok(&["-n", "test", "tasks", "pause", "p1"]);
+    wait_status(&w, "p1", "PAUSED");
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        state.contains("State:\tD") || state.contains("State:\tS"),
+        "{state}"
+    );
+    w.ctr_ok(&["-n", "test", "tasks", "resume", "p1"]);
+    wait_status(&w, "p1", "RUNNING");
+
+    let ps = w.ctr_ok(&["-n", "test", "tasks", "ps", "p1"]);
+    assert!(ps.contains(&pid), "{ps}");
+    let m = w.ctr_ok(&["-n", "test", "tasks", "metrics", "p1"]);
+    assert!(m.contains("memory.usage_in_bytes"), "{m}");
+    assert!(m.contains("pids.current"), "{m}");
+    let usage: u64 = m
+        .lines()
+        .find(|l| l.starts_with("memory.usage_in_bytes"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(usage > 0, "{m}");
+
+    // Exit statuses of signals: 137 after SIGKILL, 143 from a shell that exits on SIGTERM.
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "p1"]);
+    wait_status(&w, "p1", "STOPPED");
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "p2"]);
+    wait_status(&w, "p2", "STOPPED");
+    // Kill on a stopped task: NotFound, as containerd ("process already finished").
+    let err = w.ctr_err(&["-n", "test", "tasks", "kill", "p1"]);
+    assert!(
+        err.contains("not found") || err.contains("finished"),
+        "{err}"
+    );
+    assert_eq!(rm_status(&w, "p1"), Some(137));
+    assert_eq!(rm_status(&w, "p2"), Some(143));
+    for id in ["p1", "p2"] {
+        w.ctr_ok(&["-n", "test", "containers", "rm", id]);
+    }
+    // The shim is gone, with its cgroups and bundle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shim_pids("p1").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(shim_pids("p1").is_empty(), "shim still running");
+    assert!(
+        cgroup_dirs("test/p1").is_empty(),
+        "{:?}",
+        cgroup_dirs("test/p1")
+    );
+    assert!(!w
+        .state
+        .join("io.containerd.runtime.v2.task/test/p1")
+        .exists());
+}
+
+#[test]
+fn exec_duplicate_id_and_tty() {
+    let (_reg, w, r) = setup();
+    run_d(&w, &r, "x1", &["sleep", "1000"]);
+    wait_status(&w, "x1", "RUNNING");
+    let out = w.ctr(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        "x1",
+        "sh",
+        "-c",
+        "echo in; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the exec's exit status comes back"
+    );
+    // An exec whose command is missing fails with the runtime's error.
+    let err = w.ctr_err(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "x1",
+        "/no/such/cmd",
+    ]);
+    assert!(
+        err.to_lowercase().contains("no such file") || err.contains("not found"),
+        "{err}"
+    );
+    // A duplicate exec id while the first runs: AlreadyExists.
+    let mut bg = Command::new("ctr")
+        .args(["--address"])
+        .arg(&w.socket)
+        .args([
+            "-n",
+            "test",
+            "tasks",
+            "exec",
+            "--exec-id",
+            "dup",
+            "x1",
+            "sleep",
+            "5",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let err = w.ctr_err(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "dup",
+        "x1",
+        "true",
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    let _ = bg.kill();
+    let _ = bg.wait();
+
+    // A terminal: ctr needs one on its own stdin, so run it under script(1).
+    let cmd = format!(
+        "ctr --address {} -n test tasks exec -t --exec-id t1 x1 sh -c 'tty; stty size'",
+        w.socket.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    assert!(out.contains("/dev/pts/"), "{out}");
+
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "x1"]);
+    wait_status(&w, "x1", "STOPPED");
+    assert_eq!(rm_status(&w, "x1"), Some(137));
+    w.ctr_ok(&["-n", "test", "containers", "rm", "x1"]);
+}
+
+#[test]
+fn oom_kill_is_reported() {
+    let (_reg, w, r) = setup();
+    let mut events = Command::new("ctr")
+        .arg("--address")
+        .arg(&w.socket)
+        .args(["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = w.ctr(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        RT,
+        "--rm",
+        "--memory-limit",
+        "33554432",
+        &r,
+        "oom1",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=200M count=1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "OOM-killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events.kill();
+    let mut ev = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut ev)
+        .unwrap();
+    let _ = events.wait();
+    assert!(
+        ev.lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains("oom1")),
+        "{ev}"
+    );
+}
+
+#[test]
+fn killed_shim_and_five_tasks_across_a_crash() {
+    let (_reg, mut w, r) = setup();
+    let ids = ["c1", "c2", "c3", "c4", "c5"];
+    for id in ids {
+        run_d(&w, &r, id, &["sleep", "1000"]);
+    }
+    let mut pids = Vec::new();
+    for id in ids {
+        wait_status(&w, id, "RUNNING");
+        pids.push(task(&w, id).unwrap().0);
+    }
+    w.kill();
+    w.spawn().unwrap();
+    for (id, pid) in ids.iter().zip(&pids) {
+        wait_status(&w, id, "RUNNING");
+        assert_eq!(&task(&w, id).unwrap().0, pid, "{id} kept its process");
+    }
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "after",
+        "c3",
+        "echo",
+        "ok",
+    ]);
+    assert_eq!(out.trim(), "ok");
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "c1"]);
+    wait_status(&w, "c1", "STOPPED");
+    assert_eq!(rm_status(&w, "c1"), Some(137));
+
+    // A shim killed with -9: its task reads STOPPED and deletes cleanly.
+    let shim = shim_pids("c2");
+    assert_eq!(shim.len(), 1, "{shim:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_status(&w, "c2", "STOPPED");
+    w.ctr(&["-n", "test", "tasks", "rm", "c2"]);
+    assert!(task(&w, "c2").is_none());
+    assert!(!w
+        .state
+        .join("io.containerd.runtime.v2.task/test/c2")
+        .exists());
+    let pid2 = &pids[1];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid2}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{pid2}")).exists());
+    assert!(
+        cgroup_dirs("test/c2").is_empty(),
+        "{:?}",
+        cgroup_dirs("test/c2")
+    );
+
+    for id in ["c3", "c4", "c5"] {
+        w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", id]);
+        wait_status(&w, id, "STOPPED");
+        w.ctr(&["-n", "test", "tasks", "rm", id]);
+    }
+    for id in ids {
+        w.ctr_ok(&["-n", "test", "containers", "rm", id]);
+    }
+}
+
+#[test]
+fn bad_input_unknown_runtime_and_missing_rootfs() {
+    let (_reg, w, r) = setup();
+    let err = w.ctr_err(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        "io.containerd.nosuch.v9",
+        "--rm",
+        &r,
+        "b1",
+        "true",
+    ]);
+    assert!(err.contains("not found") || err.contains("nosuch"), "{err}");
+    assert!(!w
+        .state
+        .join("io.containerd.runtime.v2.task/test/b1")
+        .exists());
+    let _ = w.ctr(&["-n", "test", "containers", "rm", "b1"]);
+
+    // A container with an explicit rootfs that does not exist.
+    let err = w.ctr_err(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        RT,
+        "--rm",
+        "--rootfs",
+        "/nonexistent/rootfs",
+        "b2",
+        "true",
+    ]);
+    assert!(
+        err.contains("rootfs") || err.to_lowercase().contains("no such file"),
+        "{err}"
+    );
+    assert!(!w
+        .state
+        .join("io.containerd.runtime.v2.task/test/b2")
+        .exists());
+    assert!(w
+        .ctr_ok(&["-n", "test", "tasks", "ls", "-q"])
+        .trim()
+        .is_empty());
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| t.starts_with(&d))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn two_hundred_runs_leak_nothing() {
+    let (_reg, w, r) = setup();
+    let pid = w.pid().unwrap();
+    let run = |id: &str| {
+        let out = w.ctr_ok(&[
+            "-n",
+            "test",
+            "run",
+            "--runtime",
+            RT,
+            "--rm",
+            &r,
+            id,
+            "echo",
+            id,
+        ]);
+        assert_eq!(out.trim(), id);
+    };
+    // Warm up: the first runs size wharfd's pools and caches.
+    for i in 0..10 {
+        run(&format!("warm{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = fd_count(pid);
+    let rss = rss_kib(pid);
+    let shim_state = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let sockets = shim_state("/run/wharf/s");
+    let roots = shim_state("/run/wharf/c");
+    for i in 0..200 {
+        run(&format!("leak{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_after = fd_count(pid);
+    assert!(fds_after <= fds + 2, "wharfd fds {fds} -> {fds_after}");
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after <= rss + 2048,
+        "wharfd RSS {rss} KiB -> {rss_after} KiB"
+    );
+    assert!(
+        mounts_under(w.dir.path()).is_empty(),
+        "{:?}",
+        mounts_under(w.dir.path())
+    );
+    let bundles = w.state.join("io.containerd.runtime.v2.task/test");
+    let left = std::fs::read_dir(&bundles).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "bundles left");
+    for i in [0, 99, 199] {
+        let dirs = cgroup_dirs(&format!("test/leak{i}"));
+        assert!(dirs.is_empty(), "{dirs:?}");
+    }
+    assert!(shim_pids("leak199").is_empty());
+    // Other tests may run shims meanwhile; these dirs must not grow by our 200 runs.
+    assert!(
+        shim_state("/run/wharf/s") <= sockets + 8,
+        "shim sockets left"
+    );
+    assert!(
+        shim_state("/run/wharf/c") <= roots + 8,
+        "shim runtime roots left"
+    );
+    assert!(w
+        .ctr_ok(&["-n", "test", "containers", "ls", "-q"])
+        .trim()
+        .is_empty());
+}
