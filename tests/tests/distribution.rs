@@ -1213,3 +1213,55 @@ fn layers_are_unpacked_while_later_layers_download() {
         Some(&chains[1])
     );
 }
+
+#[test]
+fn blobs_follow_redirects_to_storage_without_the_registry_credentials() {
+    let root = Root::new();
+    let img = small_image();
+    // The "storage" (another origin, as S3 or a CDN) serves blobs and must never see credentials.
+    let img_storage = img.clone();
+    let storage = FakeRegistry::start(move |req| {
+        if req.headers.contains_key("authorization") {
+            return Reply::new(400, b"credentials leaked to storage".to_vec());
+        }
+        let fake = Request {
+            path: req.path.replacen("/storage/", "/v2/test/", 1),
+            ..req.clone()
+        };
+        serve_image(&img_storage, "test", "latest", &fake)
+            .unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let storage_host = storage.host();
+    let img2 = img.clone();
+    let srv = FakeRegistry::start(move |req| {
+        if req.headers.get("authorization").map(String::as_str) != Some(basic("u", "p").as_str()) {
+            return Reply::new(401, vec![]).header("WWW-Authenticate", r#"Basic realm="r""#);
+        }
+        if let Some(rest) = req.path.strip_prefix("/v2/test/blobs/") {
+            return Reply::new(307, vec![]).header(
+                "Location",
+                &format!("http://{storage_host}/storage/blobs/{rest}"),
+            );
+        }
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let mut o = root.quick_opts();
+    o.client.credentials = Credentials::none().insert(&srv.host(), "u", "p");
+    let p = do_pull(&root, &format!("{}/test:latest", srv.host()), &o).unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    let served = storage.requests();
+    assert_eq!(
+        blob_gets(&served, &img.layers[0].digest).len(),
+        1,
+        "{served:?}"
+    );
+    assert!(served
+        .iter()
+        .all(|r| !r.headers.contains_key("authorization")));
+    assert!(root
+        .snapshot_fs(&chain_ids(&img)[0])
+        .join("data/blob")
+        .exists());
+}
