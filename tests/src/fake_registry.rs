@@ -28,6 +28,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Close the connection after this many body bytes (the headers still announce all).
     pub cut_after: Option<usize>,
+    /// Send this many body bytes, then stall (for 30 s) without closing.
+    pub hang_after: Option<usize>,
 }
 
 impl Reply {
@@ -118,6 +120,12 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
     head.push_str("Connection: close\r\n\r\n");
     let _ = w.write_all(head.as_bytes());
     if req.method != "HEAD" {
+        if let Some(n) = reply.hang_after {
+            let _ = w.write_all(&reply.body[..n.min(reply.body.len())]);
+            let _ = w.flush();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            return;
+        }
         let n = reply
             .cut_after
             .unwrap_or(reply.body.len())

@@ -27,23 +27,36 @@ struct Root {
     snaps: SnapshotStore,
 }
 
+/// The stores of a root directory (one process at a time: redb locks the database).
+fn open_stores(dir: &Path) -> (Db, SnapshotStore) {
+    let content = Store::open(dir.join("content")).unwrap();
+    let db = Db::open(&dir.join("meta.db"), content).unwrap();
+    let snaps = SnapshotStore::open(
+        "overlayfs",
+        dir.join("overlayfs"),
+        db.clone(),
+        Arc::new(Overlay),
+    )
+    .unwrap();
+    (db, snaps)
+}
+
+/// A root directory for a test, not yet opened. Not /tmp: overlay needs xattrs tmpfs may lack.
+fn root_dir() -> tempfile::TempDir {
+    wharf_tests::require_root();
+    tempfile::Builder::new()
+        .prefix("wharf-dist")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
 impl Root {
     fn new() -> Root {
-        wharf_tests::require_root();
-        // Not /tmp: overlay upper dirs cannot live on tmpfs with xattrs everywhere.
-        let dir = tempfile::Builder::new()
-            .prefix("wharf-dist")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let content = Store::open(dir.path().join("content")).unwrap();
-        let db = Db::open(&dir.path().join("meta.db"), content).unwrap();
-        let snaps = SnapshotStore::open(
-            "overlayfs",
-            dir.path().join("overlayfs"),
-            db.clone(),
-            Arc::new(Overlay),
-        )
-        .unwrap();
+        Root::open(root_dir())
+    }
+
+    fn open(dir: tempfile::TempDir) -> Root {
+        let (db, snaps) = open_stores(dir.path());
         Root { dir, db, snaps }
     }
 
@@ -1264,4 +1277,93 @@ fn blobs_follow_redirects_to_storage_without_the_registry_credentials() {
         .snapshot_fs(&chain_ids(&img)[0])
         .join("data/blob")
         .exists());
+}
+
+const CHILD_PULL_ENV: &str = "WHARF_TEST_CHILD_PULL";
+
+/// Not a test of its own: the pull that `pull_killed_mid_layer_resumes_in_a_new_process` runs
+/// in a child process (this test binary again) and kills with SIGKILL.
+#[test]
+fn child_pull_process() {
+    let Ok(spec) = std::env::var(CHILD_PULL_ENV) else {
+        return;
+    };
+    let (dir, reference) = spec.split_once('|').unwrap();
+    let (db, _snaps) = open_stores(Path::new(dir));
+    let r = rt().block_on(pull(&db, NS, reference, &PullOptions::default()));
+    panic!("the child pull was meant to be killed, it ended with {r:?}");
+}
+
+#[test]
+fn pull_killed_mid_layer_resumes_in_a_new_process() {
+    let dir = root_dir();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let cut = img.layers[0].gz.len() / 2;
+    let img2 = img.clone();
+    let srv = FakeRegistry::start(move |req| {
+        let mut r =
+            serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]));
+        if req.path.ends_with(&layer) && !req.headers.contains_key("range") {
+            r.hang_after = Some(cut);
+        }
+        r
+    })
+    .unwrap();
+    let reference = format!("{}/test:latest", srv.host());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_pull_process", "--nocapture"])
+        .env(
+            CHILD_PULL_ENV,
+            format!("{}|{reference}", dir.path().display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the child's ingest holds the first half, then kill it as a crash would.
+    let ingest = dir.path().join("content/ingest");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let written = || -> u64 {
+        std::fs::read_dir(&ingest)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    while written() < cut as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never wrote the first half"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child pull ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let root = Root::open(dir);
+    let before = srv.requests().len();
+    let p = do_pull(&root, &reference, &root.opts()).unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    let reqs = srv.requests()[before..].to_vec();
+    let gets = blob_gets(&reqs, &img.layers[0].digest);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(
+        gets[0].headers.get("range").map(String::as_str),
+        Some(format!("bytes={cut}-").as_str()),
+        "the new process did not continue from the killed one's bytes"
+    );
+    assert!(root
+        .snapshot_fs(&chain_ids(&img)[0])
+        .join("data/blob")
+        .exists());
+    assert!(root.db.content_store().list_statuses().unwrap().is_empty());
 }
