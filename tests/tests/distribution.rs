@@ -1367,3 +1367,183 @@ fn pull_killed_mid_layer_resumes_in_a_new_process() {
         .exists());
     assert!(root.db.content_store().list_statuses().unwrap().is_empty());
 }
+
+/// A docker-registry serving HTTPS with a certificate from a throw-away CA; killed on drop.
+struct TlsRegistry {
+    child: std::process::Child,
+    host: String,
+    ca: PathBuf,
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tls_registry(dir: &Path) -> TlsRegistry {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wharf-test-ca",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+        dir.join("data").display(),
+        dir.join("leaf.pem").display(),
+        dir.join("leaf.key").display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let child = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TLS registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsRegistry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        ca: dir.join("ca.pem"),
+    }
+}
+
+#[test]
+fn https_registry_with_hosts_toml_ca_or_skip_verify() {
+    use wharf_distribution::push::{push, PushOptions};
+    let root = Root::new();
+    let tls = tls_registry(root.dir.path());
+    let reg = Registry::start().unwrap();
+    let bb = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &bb).unwrap();
+    let p = do_pull(
+        &root,
+        &format!("{}/busybox", reg.host()),
+        &PullOptions::default(),
+    )
+    .unwrap();
+
+    let certs = root.dir.path().join("certs.d");
+    let host_dir = certs.join(&tls.host);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let write_hosts = |extra: &str| {
+        std::fs::write(
+            host_dir.join("hosts.toml"),
+            format!("server = \"https://{}\"\n{extra}", tls.host),
+        )
+        .unwrap()
+    };
+    let target = format!("{}/secure/bb:v1", tls.host);
+
+    // No CA configured: the certificate is not trusted.
+    write_hosts("");
+    let mut po = PushOptions::default();
+    po.client.hosts_dir = Some(certs.clone());
+    po.client.max_retry_wait = Duration::from_millis(100);
+    let e = rt()
+        .block_on(push(&root.db, NS, &p.image.name, &target, &po))
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::Unavailable, "{e}");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+
+    // The CA from hosts.toml (relative to its directory): push and pull over TLS.
+    std::fs::copy(&tls.ca, host_dir.join("ca.pem")).unwrap();
+    write_hosts("ca = \"ca.pem\"\n");
+    rt().block_on(push(&root.db, NS, &p.image.name, &target, &po))
+        .unwrap();
+    let fresh = Root::new();
+    let mut o = fresh.opts();
+    o.client.hosts_dir = Some(certs.clone());
+    let back = do_pull(&fresh, &target, &o).unwrap();
+    assert_eq!(back.image.target.digest, bb.manifest_digest);
+    assert!(fresh
+        .snapshot_fs(&chain_ids(&bb)[0])
+        .join("bin/busybox")
+        .exists());
+
+    // skip_verify instead of the CA.
+    write_hosts("skip_verify = true\n");
+    let other = Root::new();
+    let mut o = PullOptions::default();
+    o.client.hosts_dir = Some(certs);
+    let back = do_pull(&other, &target, &o).unwrap();
+    assert_eq!(back.image.target.digest, bb.manifest_digest);
+}

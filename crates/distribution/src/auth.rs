@@ -365,7 +365,7 @@ impl Authorizer {
         let resp = req
             .send()
             .await
-            .map_err(|e| Error::Unavailable(format!("{what}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("{what}: {}", crate::error::chain(&e))))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(Error::Unauthenticated(format!(

@@ -15,6 +15,7 @@ use wharf_core::images::{self, Descriptor, MAX_MANIFEST_SIZE};
 use wharf_core::Digest;
 
 use crate::auth::{Authorizer, Credentials};
+use crate::error::chain;
 use crate::hosts::{self, RegistryHost};
 use crate::reference::Reference;
 use crate::{Error, Result};
@@ -106,7 +107,9 @@ fn read_pem(p: &std::path::Path, what: &str) -> Result<Vec<u8>> {
 }
 
 fn http_client(h: &RegistryHost, opts: &ClientOptions) -> Result<reqwest::Client> {
-    let bad = |e: reqwest::Error| Error::InvalidArgument(format!("TLS setup for {}: {e}", h.host));
+    let bad = |e: reqwest::Error| {
+        Error::InvalidArgument(format!("TLS setup for {}: {}", h.host, chain(&e)))
+    };
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(opts.user_agent.clone())
@@ -141,7 +144,7 @@ pub async fn read_limited(mut resp: Response, limit: u64, what: &str) -> Result<
     while let Some(c) = resp
         .chunk()
         .await
-        .map_err(|e| Error::Unavailable(format!("{what}: reading the response: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("{what}: reading the response: {}", chain(&e))))?
     {
         if (out.len() + c.len()) as u64 > limit {
             return Err(too_big(what, (out.len() + c.len()) as u64, limit));
@@ -331,7 +334,7 @@ impl RepoClient {
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(Error::Unavailable(format!("{what}: {e}"))),
+                Err(e) => return Err(Error::Unavailable(format!("{what}: {}", chain(&e)))),
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
@@ -625,7 +628,7 @@ impl RepoClient {
                         send(Chunk::Data(b)).await?;
                     }
                     Ok(None) => break None,
-                    Err(e) => break Some(e.to_string()),
+                    Err(e) => break Some(chain(&e)),
                 }
             };
             let why = match broke {

@@ -36,6 +36,22 @@ pub enum Error {
     Internal(String),
 }
 
+/// An error with its chain of causes (`reqwest` keeps the interesting part, such as a TLS
+/// verification failure, in its sources).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// The kind of an [`Error`], for mapping to status codes in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
