@@ -1395,7 +1395,50 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn tls_registry(dir: &Path) -> TlsRegistry {
+/// `<name>.key` and `<name>.pem` signed by the test CA in `dir`, with the extensions `ext`.
+fn signed_cert(dir: &Path, name: &str, cn: &str, ext: &str) {
+    let mut csr = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (key, csr_file, pem, cnf) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.cnf"),
+    );
+    let subj = format!("/CN={cn}");
+    csr.extend(["-keyout", &key, "-out", &csr_file, "-subj", &subj]);
+    openssl(dir, &csr);
+    std::fs::write(dir.join(&cnf), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr_file,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &cnf,
+        ],
+    );
+}
+
+/// `client_ca`: the registry also requires client certificates signed by the test CA.
+fn tls_registry(dir: &Path, client_ca: bool) -> TlsRegistry {
     let ec = [
         "-newkey",
         "ec",
@@ -1416,41 +1459,11 @@ fn tls_registry(dir: &Path) -> TlsRegistry {
         "/CN=wharf-test-ca",
     ]);
     openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
+    signed_cert(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
+        "leaf",
+        "127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1458,10 +1471,15 @@ fn tls_registry(dir: &Path) -> TlsRegistry {
         .unwrap()
         .port();
     let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n{}",
         dir.join("data").display(),
         dir.join("leaf.pem").display(),
-        dir.join("leaf.key").display()
+        dir.join("leaf.key").display(),
+        if client_ca {
+            format!("    clientcas:\n      - {}\n", dir.join("ca.pem").display())
+        } else {
+            String::new()
+        }
     );
     std::fs::write(dir.join("config.yml"), config).unwrap();
     let child = std::process::Command::new("docker-registry")
@@ -1490,7 +1508,7 @@ fn tls_registry(dir: &Path) -> TlsRegistry {
 fn https_registry_with_hosts_toml_ca_or_skip_verify() {
     use wharf_distribution::push::{push, PushOptions};
     let root = Root::new();
-    let tls = tls_registry(root.dir.path());
+    let tls = tls_registry(root.dir.path(), false);
     let reg = Registry::start().unwrap();
     let bb = images::busybox().unwrap();
     images::push(&reg, "busybox", "latest", &bb).unwrap();
@@ -1545,5 +1563,65 @@ fn https_registry_with_hosts_toml_ca_or_skip_verify() {
     let mut o = PullOptions::default();
     o.client.hosts_dir = Some(certs);
     let back = do_pull(&other, &target, &o).unwrap();
+    assert_eq!(back.image.target.digest, bb.manifest_digest);
+}
+
+#[test]
+fn https_registry_requiring_a_client_certificate_from_hosts_toml() {
+    use wharf_distribution::push::{push, PushOptions};
+    let root = Root::new();
+    let tls = tls_registry(root.dir.path(), true);
+    signed_cert(
+        root.dir.path(),
+        "client",
+        "wharf-client",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    let reg = Registry::start().unwrap();
+    let bb = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &bb).unwrap();
+    let p = do_pull(
+        &root,
+        &format!("{}/busybox", reg.host()),
+        &PullOptions::default(),
+    )
+    .unwrap();
+
+    let certs = root.dir.path().join("certs.d");
+    let host_dir = certs.join(&tls.host);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let ca = tls.ca.display().to_string();
+    let target = format!("{}/mtls/bb:v1", tls.host);
+    let mut po = PushOptions::default();
+    po.client.hosts_dir = Some(certs.clone());
+    po.client.max_retry_wait = Duration::from_millis(100);
+
+    // Trusted server, but no client certificate: refused in the handshake.
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"https://{}\"\nca = \"{ca}\"\n", tls.host),
+    )
+    .unwrap();
+    let e = rt()
+        .block_on(push(&root.db, NS, &p.image.name, &target, &po))
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::Unavailable, "{e}");
+
+    // The client pair from hosts.toml (absolute paths): accepted.
+    let dir = root.dir.path().display();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{}\"\nca = \"{ca}\"\nclient = [[\"{dir}/client.pem\", \"{dir}/client.key\"]]\n",
+            tls.host
+        ),
+    )
+    .unwrap();
+    rt().block_on(push(&root.db, NS, &p.image.name, &target, &po))
+        .unwrap();
+    let fresh = Root::new();
+    let mut o = PullOptions::default();
+    o.client.hosts_dir = Some(certs);
+    let back = do_pull(&fresh, &target, &o).unwrap();
     assert_eq!(back.image.target.digest, bb.manifest_digest);
 }
