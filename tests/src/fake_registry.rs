@@ -21,7 +21,7 @@ pub struct Request {
     pub headers: HashMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -30,7 +30,12 @@ pub struct Reply {
     pub cut_after: Option<usize>,
     /// Send this many body bytes, then stall (for 30 s) without closing.
     pub hang_after: Option<usize>,
+    /// Send this many body bytes, call the function (which may block), then send the rest.
+    pub pause_after: Option<(usize, Pause)>,
 }
+
+/// A callback run in the middle of a response.
+pub type Pause = Arc<dyn Fn() + Send + Sync>;
 
 impl Reply {
     pub fn new(status: u16, body: Vec<u8>) -> Reply {
@@ -120,6 +125,16 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
     head.push_str("Connection: close\r\n\r\n");
     let _ = w.write_all(head.as_bytes());
     if req.method != "HEAD" {
+        if let Some((n, pause)) = &reply.pause_after {
+            let n = (*n).min(reply.body.len());
+            let _ = w.write_all(&reply.body[..n]);
+            let _ = w.flush();
+            pause();
+            let _ = w.write_all(&reply.body[n..]);
+            let _ = w.flush();
+            let _ = w.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         if let Some(n) = reply.hang_after {
             let _ = w.write_all(&reply.body[..n.min(reply.body.len())]);
             let _ = w.flush();

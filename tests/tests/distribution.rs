@@ -511,6 +511,9 @@ fn blob_with_wrong_digest_is_refused_and_nothing_is_committed() {
         root.db.content_store().list_statuses().unwrap().is_empty(),
         "corrupt ingest kept"
     );
+    // Nor any snapshot from applying the bad bytes as they arrived.
+    let snaps = root.snaps.walk(NS, &Default::default()).unwrap();
+    assert!(snaps.is_empty(), "{snaps:?}");
 }
 
 #[test]
@@ -1624,4 +1627,74 @@ fn https_registry_requiring_a_client_certificate_from_hosts_toml() {
     o.client.hosts_dir = Some(certs);
     let back = do_pull(&fresh, &target, &o).unwrap();
     assert_eq!(back.image.target.digest, bb.manifest_digest);
+}
+
+#[test]
+fn a_layer_is_applied_while_it_downloads() {
+    let root = Root::new();
+    // Incompressible data after a small first file, so the gzip stream has a long tail.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..800_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let layer = images::Layer::new(vec![
+        images::file("first", 0o644, b"applied before the download ended"),
+        images::file("noise", 0o644, &noise),
+    ])
+    .unwrap();
+    let img = Image::new(vec![layer], "amd64", &["sh"]).unwrap();
+    let half = img.layers[0].gz.len() / 2;
+    let snapshots = root.dir.path().join("overlayfs/snapshots");
+    let seen_mid_download = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (img2, flag) = (img.clone(), seen_mid_download.clone());
+    let srv = FakeRegistry::start(move |req| {
+        let mut r =
+            serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]));
+        if req.path.ends_with(&img2.layers[0].digest) {
+            let (snapshots, flag) = (snapshots.clone(), flag.clone());
+            r.pause_after = Some((
+                half,
+                Arc::new(move || {
+                    // Hold the second half back until `first` shows up in a snapshot (5 s max).
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while std::time::Instant::now() < deadline {
+                        let found = std::fs::read_dir(&snapshots)
+                            .map(|d| d.flatten().any(|e| e.path().join("fs/first").exists()))
+                            .unwrap_or(false);
+                        if found {
+                            flag.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }),
+            ));
+        }
+        r
+    })
+    .unwrap();
+    let p = do_pull(&root, &format!("{}/test:latest", srv.host()), &root.opts()).unwrap();
+    assert!(
+        seen_mid_download.load(Ordering::SeqCst),
+        "nothing was applied before the layer finished downloading"
+    );
+    let fs = root.snapshot_fs(&chain_ids(&img)[0]);
+    assert_eq!(
+        p.chain_id.map(|c| c.to_string()),
+        Some(chain_ids(&img)[0].clone())
+    );
+    assert!(std::fs::read(fs.join("noise")).unwrap() == noise);
+    assert_eq!(
+        root.labels(&img.layers[0].digest)
+            .get("containerd.io/uncompressed"),
+        Some(&img.layers[0].diff_id)
+    );
+    // Exactly one snapshot: the streamed one, committed (no leftover extraction).
+    let snaps = root.snaps.walk(NS, &Default::default()).unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
 }

@@ -24,6 +24,7 @@ pub mod hosts;
 pub mod pull;
 pub mod push;
 pub mod reference;
+mod stream;
 
 pub use error::{Error, Kind, Result};
 pub use reference::Reference;

@@ -17,6 +17,7 @@ use wharf_core::Digest;
 
 use crate::client::{Chunk, ClientOptions, RepoClient};
 use crate::reference::Reference;
+use crate::stream::{StreamApply, Target};
 use crate::{Error, Result};
 
 /// containerd's label naming the registry and repository a blob came from.
@@ -279,9 +280,25 @@ async fn fetch_image(
         .iter()
         .map(|_| tokio::sync::oneshot::channel::<()>())
         .unzip();
-    let downloads = futures::stream::iter(manifest.layers.iter().zip(done_tx).map(
-        |(l, done)| async move {
-            fetch.blob(l).await?;
+    // With unpacking, each download may also apply its layer as it arrives (when the layer
+    // below is unpacked by then); the unpacker below does the others after their download.
+    let targets: Vec<Option<Target>> = (0..manifest.layers.len())
+        .map(|i| {
+            unpack.map(|u| Target {
+                db: fetch.db.clone(),
+                ns: fetch.ns.clone(),
+                lease: fetch.lease.clone(),
+                snapshotter: u.snapshotter.clone(),
+                layer: manifest.layers[i].clone(),
+                diff_id: diff_ids[i].clone(),
+                chain: chains[i].clone(),
+                parent: i.checked_sub(1).map(|p| chains[p].clone()),
+            })
+        })
+        .collect();
+    let downloads = futures::stream::iter(manifest.layers.iter().zip(done_tx).zip(targets).map(
+        |((l, done), target)| async move {
+            fetch.blob(l, target).await?;
             let _ = done.send(());
             Ok::<(), Error>(())
         },
@@ -549,8 +566,9 @@ impl Fetcher {
     }
 
     /// Downloads a layer blob into the store (resuming a previous partial download), verified by
-    /// the content writer's commit. A blob that fails verification leaves no ingest behind.
-    async fn blob(&self, desc: &Descriptor) -> Result<()> {
+    /// the content writer's commit. A blob that fails verification leaves no ingest behind. With
+    /// `target`, a fresh download is also applied to its snapshot as it arrives (see `stream`).
+    async fn blob(&self, desc: &Descriptor, target: Option<Target>) -> Result<()> {
         let d = Digest::parse(&desc.digest)?;
         let f = self.clone();
         let (desc2, d2) = (desc.clone(), d.clone());
@@ -580,37 +598,65 @@ impl Fetcher {
         let (tx, mut rx) = mpsc::channel::<Chunk>(32);
         let mut labels = Labels::new();
         labels.insert(self.source.0.clone(), self.source.1.clone());
-        // The store is synchronous: a blocking task writes what the download streams to it.
+        // The store is synchronous: a blocking task writes what the download streams to it (and
+        // to the streaming apply, which needs the blob from its first byte).
         let (f, d3) = (self.clone(), d.clone());
-        let writer = tokio::task::spawn_blocking(move || -> Result<metadata::ContentWriter> {
-            let mut reported = offset;
-            while let Some(c) = rx.blocking_recv() {
-                match c {
-                    Chunk::Data(b) => w.write(&b)?,
-                    // write_at(0) truncates the ingest.
-                    Chunk::Reset => w.write_at(0, &[])?,
+        let writer = tokio::task::spawn_blocking(
+            move || -> Result<(metadata::ContentWriter, Option<StreamApply>)> {
+                let mut stream = target.filter(|_| offset == 0).and_then(StreamApply::start);
+                let mut copy = || -> Result<()> {
+                    let mut reported = offset;
+                    while let Some(c) = rx.blocking_recv() {
+                        match c {
+                            Chunk::Data(b) => {
+                                w.write(&b)?;
+                                if let Some(s) = &mut stream {
+                                    s.feed(&b);
+                                }
+                            }
+                            // write_at(0) truncates the ingest.
+                            Chunk::Reset => {
+                                w.write_at(0, &[])?;
+                                if let Some(s) = &mut stream {
+                                    s.abandon();
+                                }
+                            }
+                        }
+                        let now = w.offset();
+                        if now < reported || now - reported >= PROGRESS_STEP {
+                            reported = now;
+                            f.report(Progress::Downloading {
+                                digest: d3.clone(),
+                                offset: now,
+                                size,
+                            });
+                        }
+                    }
+                    Ok(())
+                };
+                match copy() {
+                    Ok(()) => Ok((w, stream)),
+                    Err(e) => {
+                        if let Some(s) = stream {
+                            s.finish(false);
+                        }
+                        Err(e)
+                    }
                 }
-                let now = w.offset();
-                if now < reported || now - reported >= PROGRESS_STEP {
-                    reported = now;
-                    f.report(Progress::Downloading {
-                        digest: d3.clone(),
-                        offset: now,
-                        size,
-                    });
-                }
-            }
-            Ok(w)
-        });
+            },
+        );
         let fetched = self.client.fetch_blob(desc, offset, &tx).await;
         drop(tx);
-        let w = writer
+        let (w, stream) = writer
             .await
             .map_err(|e| Error::Internal(format!("write task: {e}")))??;
         let (db, ns, reference) = (self.db.clone(), self.ns.clone(), ingest_ref(desc));
         if let Err(e) = fetched {
             // A broken download is kept for resuming; bytes the registry got wrong are not.
             drop(w);
+            if let Some(s) = stream {
+                let _ = tokio::task::spawn_blocking(move || s.finish(false)).await;
+            }
             if e.kind() == crate::Kind::FailedPrecondition {
                 let _ = db.content_abort(&ns, &reference);
             }
@@ -618,21 +664,28 @@ impl Fetcher {
         }
         let d2 = d.clone();
         let f = self.clone();
-        tokio::task::spawn_blocking(move || match w.commit(size, Some(d2.clone()), labels) {
-            Ok(_) => {
-                f.report(Progress::Stored {
-                    digest: d2,
-                    size,
-                    fetched: true,
-                });
-                Ok(())
+        tokio::task::spawn_blocking(move || {
+            let committed = w.commit(size, Some(d2.clone()), labels);
+            if let Some(s) = stream {
+                // Only now, with the blob verified, may its snapshot be committed.
+                s.finish(committed.is_ok());
             }
-            Err(e) => {
-                // Bad bytes must not be resumed from by the next attempt.
-                let _ = db.content_abort(&ns, &reference);
-                Err(Error::FailedPrecondition(format!(
-                    "blob {d2}: verification failed, nothing was stored: {e}"
-                )))
+            match committed {
+                Ok(_) => {
+                    f.report(Progress::Stored {
+                        digest: d2,
+                        size,
+                        fetched: true,
+                    });
+                    Ok(())
+                }
+                Err(e) => {
+                    // Bad bytes must not be resumed from by the next attempt.
+                    let _ = db.content_abort(&ns, &reference);
+                    Err(Error::FailedPrecondition(format!(
+                        "blob {d2}: verification failed, nothing was stored: {e}"
+                    )))
+                }
             }
         })
         .await
