@@ -1698,3 +1698,42 @@ fn a_layer_is_applied_while_it_downloads() {
     let snaps = root.snaps.walk(NS, &Default::default()).unwrap();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
 }
+
+#[test]
+fn a_mirror_gets_its_own_credentials_never_the_upstreams() {
+    let root = Root::new();
+    let mirror = Registry::start_with(Some(&htpasswd("mirror-user", "mirror-pw"))).unwrap();
+    let bb = images::busybox().unwrap();
+    push_authed(
+        &mirror,
+        &basic("mirror-user", "mirror-pw"),
+        "team/app",
+        "v1",
+        &bb,
+    );
+    let certs = root.dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join("quay.invalid")).unwrap();
+    std::fs::write(
+        certs.join("quay.invalid/hosts.toml"),
+        format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let mut o = root.quick_opts();
+    o.client.hosts_dir = Some(certs);
+    o.client.retries = 0;
+
+    // Valid for the mirror, but configured for the upstream's name: not sent to the mirror, which
+    // refuses; the upstream itself does not exist.
+    o.client.credentials = Credentials::none().insert("quay.invalid", "mirror-user", "mirror-pw");
+    let e = do_pull(&root, "quay.invalid/team/app:v1", &o).unwrap_err();
+    assert!(!root.has_blob(&bb.layers[0].digest), "{e}");
+
+    // Configured for the mirror's host: used there.
+    o.client.credentials = Credentials::none().insert(&mirror.host(), "mirror-user", "mirror-pw");
+    let p = do_pull(&root, "quay.invalid/team/app:v1", &o).unwrap();
+    assert_eq!(p.image.name, "quay.invalid/team/app:v1");
+    assert_eq!(p.image.target.digest, bb.manifest_digest);
+}

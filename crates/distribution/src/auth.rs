@@ -229,21 +229,26 @@ struct Token {
 /// The docker token spec's minimum lifetime, used when the server gives none.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
-/// How requests to one registry get authorised: the last challenge seen per host and the
-/// tokens fetched for it.
+/// How requests to one registry get authorised: the credentials of each host it is reached at
+/// (a mirror never gets the upstream's), the last challenge seen per host and the tokens fetched.
 pub struct Authorizer {
-    credential: Option<Credential>,
+    credentials: HashMap<String, Credential>,
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<HashMap<(String, String), Token>>,
 }
 
 impl Authorizer {
-    pub fn new(credential: Option<Credential>) -> Self {
+    /// `credentials`: per host (`host[:port]` as in the request URLs).
+    pub fn new(credentials: HashMap<String, Credential>) -> Self {
         Authorizer {
-            credential,
+            credentials,
             challenges: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn credential(&self, host: &str) -> Option<&Credential> {
+        self.credentials.get(host)
     }
 
     fn basic_header(c: &Credential) -> String {
@@ -272,7 +277,7 @@ impl Authorizer {
             return Ok(None);
         };
         match ch.scheme.as_str() {
-            "basic" => Ok(self.credential.as_ref().map(Self::basic_header)),
+            "basic" => Ok(self.credential(host).map(Self::basic_header)),
             "bearer" => {
                 let key = (host.to_string(), scope.to_string());
                 if let Some(t) = self
@@ -285,7 +290,7 @@ impl Authorizer {
                         return Ok(Some(format!("Bearer {}", t.value)));
                     }
                 }
-                let token = self.fetch_token(http, &ch, scope).await?;
+                let token = self.fetch_token(http, host, &ch, scope).await?;
                 let value = format!("Bearer {}", token.value);
                 self.tokens
                     .lock()
@@ -332,21 +337,22 @@ impl Authorizer {
             .lock()
             .map_err(|_| Error::Internal("auth lock poisoned".into()))?
             .remove(&(host.to_string(), scope.to_string()));
-        if ch.scheme == "basic" && (self.credential.is_none() || sent_basic) {
+        if ch.scheme == "basic" && (self.credential(host).is_none() || sent_basic) {
             return Ok(false);
         }
         challenges.insert(host.to_string(), ch);
         Ok(true)
     }
 
-    /// Has a credential to offer.
-    pub fn has_credential(&self) -> bool {
-        self.credential.is_some()
+    /// Has a credential to offer to `host`.
+    pub fn has_credential(&self, host: &str) -> bool {
+        self.credential(host).is_some()
     }
 
     async fn fetch_token(
         &self,
         http: &reqwest::Client,
+        host: &str,
         ch: &Challenge,
         scope: &str,
     ) -> Result<Token> {
@@ -358,7 +364,7 @@ impl Authorizer {
             query.push(("service", s));
         }
         let mut req = http.get(realm).query(&query);
-        if let Some(c) = &self.credential {
+        if let Some(c) = self.credential(host) {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
         let what = format!("token from {realm} for {scope}");
@@ -463,12 +469,19 @@ mod tests {
     #[test]
     fn basic_challenge_without_credentials_gives_up() {
         let basic = [r#"Basic realm="r""#.to_string()];
-        let a = Authorizer::new(None);
+        let a = Authorizer::new(HashMap::new());
         assert!(!a.challenged("h", &basic, "s", false).unwrap());
-        let a = Authorizer::new(Some(Credential {
-            username: "u".into(),
-            password: "p".into(),
-        }));
+        let a = Authorizer::new(HashMap::from([(
+            "h".to_string(),
+            Credential {
+                username: "u".into(),
+                password: "p".into(),
+            },
+        )]));
+        assert!(
+            !a.challenged("other", &basic, "s", false).unwrap(),
+            "not h's credentials"
+        );
         assert!(a.challenged("h", &basic, "s", false).unwrap());
         // Concurrent requests sent before the first challenge may retry too.
         assert!(a.challenged("h", &basic, "s", false).unwrap());

@@ -247,12 +247,25 @@ impl RepoClient {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let credential = opts.credentials.lookup(reference.domain())?;
+        // Each host gets its own credentials; the upstream server also those of the registry's
+        // name (docker.io's are stored under its name, not registry-1.docker.io).
+        let upstream = hosts::default_host(reference.domain()).host;
+        let mut credentials = std::collections::HashMap::new();
+        for h in &hosts {
+            let name = h.config.host.as_str();
+            let mut c = opts.credentials.lookup(name)?;
+            if c.is_none() && (name == upstream || name == reference.domain()) {
+                c = opts.credentials.lookup(reference.domain())?;
+            }
+            if let Some(c) = c {
+                credentials.insert(name.to_string(), c);
+            }
+        }
         Ok(RepoClient {
             domain: reference.domain().to_string(),
             repo: reference.path().to_string(),
             hosts,
-            auth: Arc::new(Authorizer::new(credential)),
+            auth: Arc::new(Authorizer::new(credentials)),
             opts: opts.clone(),
         })
     }
@@ -353,7 +366,7 @@ impl RepoClient {
                     reauthenticated = true;
                     continue;
                 }
-                let why = if self.auth.has_credential() {
+                let why = if self.auth.has_credential(&host.config.host) {
                     "the registry refused the credentials"
                 } else {
                     "the registry requires credentials and none are configured"
