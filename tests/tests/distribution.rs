@@ -1737,3 +1737,80 @@ fn a_mirror_gets_its_own_credentials_never_the_upstreams() {
     assert_eq!(p.image.name, "quay.invalid/team/app:v1");
     assert_eq!(p.image.target.digest, bb.manifest_digest);
 }
+
+#[test]
+fn a_cancelled_pull_leaves_no_lease_or_snapshot_and_resumes_later() {
+    let root = Root::new();
+    let img = small_image();
+    let layer = img.layers[0].digest.clone();
+    let cut = img.layers[0].gz.len() / 2;
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (img2, stall2) = (img.clone(), stall.clone());
+    let srv = FakeRegistry::start(move |req| {
+        let mut r =
+            serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]));
+        if req.path.ends_with(&layer) && stall2.load(Ordering::SeqCst) {
+            r.hang_after = Some(cut);
+        }
+        r
+    })
+    .unwrap();
+    let reference = format!("{}/test:latest", srv.host());
+    let opts = root.opts();
+    let ingest_len = || {
+        root.db
+            .content_store()
+            .list_statuses()
+            .unwrap()
+            .first()
+            .map(|s| s.offset)
+    };
+    rt().block_on(async {
+        let p = pull(&root.db, NS, &reference, &opts);
+        tokio::pin!(p);
+        // Let it run until half the layer is stored, then drop it (as a client hanging up would).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::select! {
+                r = &mut p => panic!("the pull ended while the registry stalled: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if ingest_len() == Some(cut as u64) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no progress");
+        }
+    });
+    // The blocking tasks finish once their channels close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let snaps = root.snaps.walk(NS, &Default::default()).unwrap();
+        let leases = root.db.lease_list(NS, &Default::default()).unwrap();
+        if snaps.is_empty() && leases.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {snaps:?} {leases:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        ingest_len(),
+        Some(cut as u64),
+        "the partial download is kept"
+    );
+
+    stall.store(false, Ordering::SeqCst);
+    let before = srv.requests().len();
+    let p = do_pull(&root, &reference, &root.opts()).unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    let reqs = srv.requests()[before..].to_vec();
+    let gets = blob_gets(&reqs, &img.layers[0].digest);
+    assert_eq!(
+        gets.iter()
+            .map(|r| r.headers.get("range").cloned())
+            .collect::<Vec<_>>(),
+        vec![Some(format!("bytes={cut}-"))]
+    );
+}

@@ -116,7 +116,7 @@ pub async fn pull(db: &Db, ns: &str, reference: &str, opts: &PullOptions) -> Res
     let what = format!("pull {r}");
     let lease = TempLease::create(db, ns).map_err(|e| e.context(&what))?;
     let res = pull_inner(db, ns, &r, opts, lease.id()).await;
-    lease.release();
+    drop(lease);
     res.map_err(|e| e.context(&what))
 }
 
@@ -412,8 +412,11 @@ impl TempLease {
     fn id(&self) -> &str {
         &self.id
     }
+}
 
-    fn release(self) {
+/// Also when the pull's future is dropped (cancelled): what it fetched is left to GC.
+impl Drop for TempLease {
+    fn drop(&mut self) {
         if let Err(e) = self.db.lease_delete(&self.ns, &self.id) {
             tracing::warn!(lease = %self.id, error = %e, "delete pull lease");
         }

@@ -54,7 +54,8 @@ impl Read for ChunkReader {
 pub(crate) struct StreamApply {
     tx: Option<SyncSender<Bytes>>,
     abandoned: bool,
-    applier: std::thread::JoinHandle<wharf_core::Result<()>>,
+    finished: bool,
+    applier: Option<std::thread::JoinHandle<wharf_core::Result<()>>>,
     key: String,
     t: Target,
 }
@@ -117,7 +118,8 @@ impl StreamApply {
         Some(StreamApply {
             tx: Some(tx),
             abandoned: false,
-            applier,
+            finished: false,
+            applier: Some(applier),
             key,
             t,
         })
@@ -144,9 +146,12 @@ impl StreamApply {
     /// Blocking.
     pub fn finish(mut self, blob_ok: bool) -> bool {
         self.tx = None; // end of stream
+        self.finished = true;
         let applied = self
             .applier
-            .join()
+            .take()
+            .map(|h| h.join())
+            .unwrap_or(Ok(Err(wharf_core::Error::internal("no apply thread"))))
             .unwrap_or_else(|_| Err(wharf_core::Error::internal("apply thread panicked")));
         let (s, t) = (&self.t.snapshotter, &self.t);
         if !blob_ok || self.abandoned || applied.is_err() {
@@ -179,5 +184,16 @@ impl StreamApply {
             }
         }
         true
+    }
+}
+
+/// A pull cancelled mid-download drops its apply unfinished: the snapshot is removed (the apply
+/// thread sees the end of its stream and fails on its own).
+impl Drop for StreamApply {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.tx = None;
+            let _ = self.t.snapshotter.remove(&self.t.ns, &self.key);
+        }
     }
 }
