@@ -129,6 +129,17 @@ def rss_kib(pid):
     return 0
 
 
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def shims_of(sock):
     """pids of the shim processes started by the daemon on `sock`."""
     out = []
@@ -235,6 +246,7 @@ def bench_setup(label, kind, rt, host, base, res):
         r[f"daemon RSS, {N_SEQ} running (MiB)"] = [rss_kib(dm.p.pid) / 1024]
         shims = shims_of(dm.sock)
         r["RSS per shim (MiB)"] = [statistics.mean(rss_kib(p) for p in shims) / 1024] if shims else [0]
+        r["PSS per shim (MiB)"] = [statistics.mean(pss_kib(p) for p in shims) / 1024] if shims else [0]
 
         t0 = time.perf_counter()
         for i in range(N_SEQ):

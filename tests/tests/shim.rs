@@ -357,7 +357,18 @@ fn killed_shim_and_five_tasks_across_a_crash() {
     wait_status(&w, "c1", "STOPPED");
     assert_eq!(rm_status(&w, "c1"), Some(137));
 
-    // A shim killed with -9: its task reads STOPPED and deletes cleanly.
+    // A shim killed with -9: wharfd notices at once, cleans up after it (the container's
+    // processes, its rootfs mount, its cgroup), publishes the exit, and the task reads STOPPED
+    // until it is deleted.
+    let mut events = Command::new("ctr")
+        .arg("--address")
+        .arg(&w.socket)
+        .args(["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let shim = shim_pids("c2");
     assert_eq!(shim.len(), 1, "{shim:?}");
     nix::sys::signal::kill(
@@ -366,23 +377,41 @@ fn killed_shim_and_five_tasks_across_a_crash() {
     )
     .unwrap();
     wait_status(&w, "c2", "STOPPED");
-    w.ctr(&["-n", "test", "tasks", "rm", "c2"]);
-    assert!(task(&w, "c2").is_none());
-    assert!(!w
-        .state
-        .join("io.containerd.runtime.v2.task/test/c2")
-        .exists());
     let pid2 = &pids[1];
+    let bundle = w.state.join("io.containerd.runtime.v2.task/test/c2");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pid2}")).exists() && Instant::now() < deadline {
+    while (std::path::Path::new(&format!("/proc/{pid2}")).exists() || bundle.exists())
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!std::path::Path::new(&format!("/proc/{pid2}")).exists());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid2}")).exists(),
+        "the container's process outlived its shim's clean-up"
+    );
+    assert!(!bundle.exists(), "bundle left after the shim died");
     assert!(
         cgroup_dirs("test/c2").is_empty(),
         "{:?}",
         cgroup_dirs("test/c2")
     );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let mut ev = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut ev)
+        .unwrap();
+    let _ = events.wait();
+    assert!(
+        ev.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains("c2")),
+        "{ev}"
+    );
+    w.ctr(&["-n", "test", "tasks", "rm", "c2"]);
+    assert!(task(&w, "c2").is_none());
 
     for id in ["c3", "c4", "c5"] {
         w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", id]);

@@ -17,6 +17,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Shim {
     client: Client,
+    /// Set when wharfd itself ends the shim (Delete/Shutdown), so a closing connection is not
+    /// mistaken for a crash.
+    pub closing: std::sync::atomic::AtomicBool,
     service: &'static str,
     pub address: String,
     pub namespace: String,
@@ -56,6 +59,7 @@ impl Shim {
             .map_err(|e| Error::Unavailable(format!("connect to shim {address}: {e}")))?;
         let mut shim = Shim {
             client,
+            closing: std::sync::atomic::AtomicBool::new(false),
             service: V2,
             address: address.to_string(),
             namespace: namespace.to_string(),

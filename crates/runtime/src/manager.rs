@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 use wharf_core::{Error, Result};
 
 use crate::bundle::Bundle;
@@ -36,6 +36,8 @@ pub struct Manager {
     shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
     /// Log forwarders, stopped when their task is deleted.
     logs: std::sync::Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
+    /// Where shims that died are reported (namespace, id), for the daemon's exit events.
+    deaths: std::sync::Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
 }
 
 /// `io.containerd.runc.v2` → `containerd-shim-runc-v2`.
@@ -107,7 +109,45 @@ impl Manager {
             ttrpc_address: ttrpc_address.to_path_buf(),
             shims: Mutex::new(HashMap::new()),
             logs: std::sync::Mutex::new(HashMap::new()),
+            deaths: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Shims that die from now on are reported on the returned channel; the daemon then calls
+    /// [`Manager::shim_died`] and publishes the exit.
+    pub fn watch_deaths(&self) -> mpsc::UnboundedReceiver<(String, String)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut d) = self.deaths.lock() {
+            *d = Some(tx);
+        }
+        rx
+    }
+
+    /// Keeps a Wait pending on the shim: it fails only when the connection drops, which is how
+    /// a crashed shim shows (no polling, no thread per shim).
+    fn monitor(&self, shim: &Arc<Shim>) {
+        let Some(tx) = self.deaths.lock().ok().and_then(|d| d.clone()) else {
+            return;
+        };
+        let shim = shim.clone();
+        tokio::spawn(async move {
+            if let Err(Error::Unavailable(_)) = shim.wait("").await {
+                if !shim.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tx.send((shim.namespace.clone(), shim.id.clone()));
+                }
+            }
+        });
+    }
+
+    /// Cleans up after a shim that crashed (`<shim> delete`: kill what is left, unmount,
+    /// remove the bundle). The task stays listed, STOPPED, until the client deletes it.
+    pub async fn shim_died(&self, ns: &str, id: &str) -> Option<api::DeleteResponse> {
+        let shim = self.get(ns, id).await?;
+        if shim.closing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        tracing::warn!(namespace = ns, id, "shim died: cleaning up after it");
+        Some(self.cleanup_dead(ns, id, &shim.bundle).await)
     }
 
     fn shim_command(
@@ -195,6 +235,7 @@ impl Manager {
         .await;
         match result {
             Ok((shim, pid)) => {
+                self.monitor(&shim);
                 self.shims.lock().await.insert(key, shim.clone());
                 Ok((shim, pid))
             }
@@ -212,6 +253,8 @@ impl Manager {
             .await
             .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
         let resp = shim.delete("").await?;
+        shim.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = shim.shutdown().await {
             tracing::warn!(id, error = %e, "shim shutdown");
         }
@@ -321,10 +364,9 @@ impl Manager {
                     Some(shim) => {
                         tracing::info!(namespace = %ns_name, id = %id, "reconnected to shim");
                         self.watch_log(&bundle, &ns_name, &id);
-                        self.shims
-                            .lock()
-                            .await
-                            .insert((ns_name.clone(), id), Arc::new(shim));
+                        let shim = Arc::new(shim);
+                        self.monitor(&shim);
+                        self.shims.lock().await.insert((ns_name.clone(), id), shim);
                     }
                     None => {
                         tracing::info!(namespace = %ns_name, id = %id, "shim is gone: cleaning up");

@@ -149,31 +149,33 @@ impl Cgroup {
         }
     }
 
-    /// Removes the now-empty parents of the container's cgroup (up to, not including, the
-    /// hierarchy roots) in every hierarchy; a parent still in use stays.
-    pub fn remove_empty_parents(&self) {
+    /// Removes the container's own cgroup directory in every hierarchy if libcontainer left it
+    /// (a process lingered while it deleted). Parents (`/<namespace>`) are shared by the
+    /// namespace's containers and stay, as with containerd.
+    pub fn remove_leftovers(&self) {
         let rel = self
             .path
             .strip_prefix("/")
             .unwrap_or(&self.path)
             .to_path_buf();
-        let Ok(hierarchies) = std::fs::read_dir(ROOT) else {
+        let escapes = rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if rel.as_os_str().is_empty() || escapes {
             return;
-        };
-        let mut roots: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
-        if unified() {
-            roots = vec![PathBuf::from(ROOT)];
         }
+        let roots: Vec<PathBuf> = if unified() {
+            vec![PathBuf::from(ROOT)]
+        } else {
+            std::fs::read_dir(ROOT)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
         for root in roots {
-            let mut dir = root.join(&rel);
-            // The container's own dir first (libcontainer removed it unless a process lingered).
-            while dir != root && dir.starts_with(&root) {
-                if std::fs::remove_dir(&dir).is_err() && dir.exists() {
-                    break;
-                }
-                match dir.parent() {
-                    Some(p) => dir = p.to_path_buf(),
-                    None => break,
+            let dir = root.join(&rel);
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "remove cgroup");
                 }
             }
         }

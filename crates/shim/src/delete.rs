@@ -37,7 +37,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         path: cg_path,
         id: args.id.clone(),
     }
-    .remove_empty_parents();
+    .remove_leftovers();
     let _ = std::fs::remove_file(args.socket_path());
     let resp = DeleteResponse {
         pid,

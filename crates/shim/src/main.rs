@@ -15,6 +15,7 @@ mod process;
 mod reaper;
 mod service;
 mod stdio;
+mod trim;
 
 use std::process::ExitCode;
 

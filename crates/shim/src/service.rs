@@ -419,6 +419,7 @@ impl Task for Service {
             init.status = Status::RUNNING;
             let pid = init.pid;
             drop(guard);
+            crate::trim::soon();
             self.events.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 &ev::TaskStart {
@@ -500,6 +501,7 @@ impl Task for Service {
         }
         let early = self.claim(inner, pid);
         drop(guard);
+        crate::trim::soon();
         self.events.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
             &ev::TaskExecStarted {
@@ -577,7 +579,7 @@ impl Task for Service {
             unmount_rootfs(&r);
         }
         if let Some(cg) = inner.cgroup.take() {
-            cg.remove_empty_parents();
+            cg.remove_leftovers();
         }
         let init = inner.init.take().ok_or_else(|| not_found("task"))?;
         inner.execs.clear();

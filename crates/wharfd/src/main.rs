@@ -68,8 +68,15 @@ fn run() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level {:?}", config.log_level))?;
     use std::io::IsTerminal;
+    // At trace level every gRPC call's span is logged when it closes, with its duration.
+    let spans = if config.log_level.contains("trace") {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(spans)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -95,16 +102,32 @@ async fn serve(config: Config) -> Result<()> {
     let daemon = server::Daemon::open(config, &ttrpc_path)?;
     let mut ttrpc = ttrpc_events::serve(&ttrpc_path, daemon.exchange.clone()).await?;
     socket::chmod(&ttrpc_path, gid)?;
-    // Shims that outlived a previous wharfd: reconnect, or clean up after the dead ones.
-    for (ns, id, resp) in daemon.runtime.restore().await {
+    let publish_exit = |d: &server::Daemon, ns: &str, id: &str, pid: u32, status: u32| {
         let ev = wharf_api::events::TaskExit {
-            container_id: id.clone(),
-            id: id.clone(),
-            pid: resp.pid,
-            exit_status: resp.exit_status,
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid,
+            exit_status: status,
             exited_at: Some(std::time::SystemTime::now().into()),
         };
-        events::publish(&daemon.exchange, &ns, "/tasks/exit", &ev);
+        events::publish(&d.exchange, ns, "/tasks/exit", &ev);
+    };
+    // A shim that crashes is cleaned up after at once and its task's exit published, as
+    // containerd does; the task stays listed (STOPPED) until it is deleted.
+    let mut deaths = daemon.runtime.watch_deaths();
+    {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            while let Some((ns, id)) = deaths.recv().await {
+                if let Some(resp) = daemon.runtime.shim_died(&ns, &id).await {
+                    publish_exit(&daemon, &ns, &id, resp.pid, resp.exit_status);
+                }
+            }
+        });
+    }
+    // Shims that outlived a previous wharfd: reconnect, or clean up after the dead ones.
+    for (ns, id, resp) in daemon.runtime.restore().await {
+        publish_exit(&daemon, &ns, &id, resp.pid, resp.exit_status);
     }
     let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");

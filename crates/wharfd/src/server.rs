@@ -143,6 +143,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     drop(health_reporter); // "" is SERVING by default.
     Server::builder()
+        .trace_fn(|req| tracing::trace_span!("grpc", method = %req.uri().path()))
         .add_service(health)
         .add_service(version::version_server::VersionServer::new(VersionService))
         .add_service(
