@@ -19,6 +19,8 @@ pub struct Request {
     pub path: String,
     /// Lowercased names.
     pub headers: HashMap<String, String>,
+    /// The body, when the request announced a Content-Length.
+    pub body: Vec<u8>,
 }
 
 #[derive(Clone, Default)]
@@ -78,10 +80,17 @@ fn read_request(s: &mut BufReader<TcpStream>) -> Option<Request> {
             headers.insert(k.trim().to_lowercase(), v.trim().to_string());
         }
     }
+    let len = headers
+        .get("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len.min(1 << 20)];
+    std::io::Read::read_exact(s, &mut body).ok()?;
     Some(Request {
         method,
         path,
         headers,
+        body,
     })
 }
 

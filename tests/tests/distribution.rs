@@ -1814,3 +1814,79 @@ fn a_cancelled_pull_leaves_no_lease_or_snapshot_and_resumes_later() {
         vec![Some(format!("bytes={cut}-"))]
     );
 }
+
+#[test]
+fn registry_tokens_and_identity_tokens_as_cri_passes_them() {
+    use wharf_distribution::auth::Credential;
+    let root = Root::new();
+    let img = small_image();
+    let host = Arc::new(std::sync::OnceLock::<String>::new());
+    let (img2, host2) = (img.clone(), host.clone());
+    let srv = FakeRegistry::start(move |req| {
+        if req.path.starts_with("/token") {
+            let body = String::from_utf8_lossy(&req.body).to_string();
+            if req.method == "POST"
+                && body.contains("grant_type=refresh_token")
+                && body.contains("refresh_token=rt-good")
+                && body.contains("scope=repository%3Atest%3Apull")
+            {
+                return Reply::new(
+                    200,
+                    br#"{"access_token":"from-refresh","expires_in":300}"#.to_vec(),
+                );
+            }
+            return Reply::new(401, vec![]);
+        }
+        let auth = req.headers.get("authorization").map(String::as_str);
+        if auth != Some("Bearer static") && auth != Some("Bearer from-refresh") {
+            let realm = format!("http://{}/token", host2.get().cloned().unwrap_or_default());
+            return Reply::new(401, vec![]).header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="{realm}",service="fake""#),
+            );
+        }
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    host.set(srv.host()).unwrap();
+    let r = format!("{}/test:latest", srv.host());
+    let with = |c: Credential| {
+        let mut o = root.quick_opts();
+        o.client.credentials = Credentials::none().insert_credential(&srv.host(), c);
+        o
+    };
+    let token_calls = |srv: &FakeRegistry| {
+        srv.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/token"))
+            .count()
+    };
+
+    // A registry token goes straight to the registry.
+    let o = with(Credential {
+        registry_token: Some("static".into()),
+        ..Default::default()
+    });
+    do_pull(&root, &r, &o).unwrap();
+    assert_eq!(token_calls(&srv), 0);
+
+    // An identity (refresh) token is exchanged at the token server by an OAuth2 POST.
+    let fresh = Root::new();
+    let o = with(Credential {
+        identity_token: Some("rt-good".into()),
+        ..Default::default()
+    });
+    let p = rt().block_on(pull(&fresh.db, NS, &r, &o)).unwrap();
+    assert_eq!(p.layers[0].to_string(), img.layers[0].digest);
+    assert!(token_calls(&srv) >= 1);
+
+    // A refused refresh token: Unauthenticated, nothing stored.
+    let third = Root::new();
+    let o = with(Credential {
+        identity_token: Some("rt-bad".into()),
+        ..Default::default()
+    });
+    let e = rt().block_on(pull(&third.db, NS, &r, &o)).unwrap_err();
+    assert_eq!(e.kind(), Kind::Unauthenticated, "{e}");
+    assert!(third.db.content_store().walk().unwrap().is_empty());
+}

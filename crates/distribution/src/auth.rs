@@ -12,17 +12,29 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
-/// A user name and password (or token) for one registry.
-#[derive(Clone, PartialEq, Eq)]
+/// What to authenticate to one registry with (CRI's AuthConfig has the same three forms).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Credential {
     pub username: String,
     pub password: String,
+    /// An OAuth2 refresh token (`docker login`'s `identitytoken`): exchanged at the token
+    /// server for access tokens instead of the password.
+    pub identity_token: Option<String>,
+    /// A bearer token sent to the registry as is (no token server round trip).
+    pub registry_token: Option<String>,
 }
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the secret.
+        // Never print the secrets.
         write!(f, "Credential({:?}, ***)", self.username)
+    }
+}
+
+impl Credential {
+    /// Can answer a basic challenge.
+    fn has_password(&self) -> bool {
+        !self.username.is_empty() || !self.password.is_empty()
     }
 }
 
@@ -44,6 +56,7 @@ struct DockerAuth {
     auth: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    identitytoken: Option<String>,
 }
 
 /// The keys docker writes for a registry: `host`, `https://host`, `http://host`, and for Docker
@@ -88,14 +101,20 @@ impl Credentials {
     }
 
     /// Adds credentials for registry `host` (as in the reference, e.g. `127.0.0.1:5000`).
-    pub fn insert(mut self, host: &str, username: &str, password: &str) -> Self {
-        self.explicit.insert(
-            host.to_string(),
+    pub fn insert(self, host: &str, username: &str, password: &str) -> Self {
+        self.insert_credential(
+            host,
             Credential {
                 username: username.to_string(),
                 password: password.to_string(),
+                ..Default::default()
             },
-        );
+        )
+    }
+
+    /// Adds any kind of credential for registry `host`.
+    pub fn insert_credential(mut self, host: &str, c: Credential) -> Self {
+        self.explicit.insert(host.to_string(), c);
         self
     }
 
@@ -124,10 +143,17 @@ fn docker_lookup(path: &Path, host: &str) -> Result<Option<Credential>> {
         let Some(a) = cfg.auths.get(&key) else {
             continue;
         };
+        if let Some(t) = a.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential {
+                identity_token: Some(t.clone()),
+                ..Default::default()
+            }));
+        }
         if let (Some(u), Some(p)) = (&a.username, &a.password) {
             return Ok(Some(Credential {
                 username: u.clone(),
                 password: p.clone(),
+                ..Default::default()
             }));
         }
         if let Some(enc) = &a.auth {
@@ -145,6 +171,7 @@ fn docker_lookup(path: &Path, host: &str) -> Result<Option<Credential>> {
             return Ok(Some(Credential {
                 username: u.to_string(),
                 password: p.to_string(),
+                ..Default::default()
             }));
         }
     }
@@ -277,8 +304,17 @@ impl Authorizer {
             return Ok(None);
         };
         match ch.scheme.as_str() {
-            "basic" => Ok(self.credential(host).map(Self::basic_header)),
+            "basic" => Ok(self
+                .credential(host)
+                .filter(|c| c.has_password())
+                .map(Self::basic_header)),
             "bearer" => {
+                if let Some(t) = self
+                    .credential(host)
+                    .and_then(|c| c.registry_token.as_ref())
+                {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
                 let key = (host.to_string(), scope.to_string());
                 if let Some(t) = self
                     .tokens
@@ -337,7 +373,8 @@ impl Authorizer {
             .lock()
             .map_err(|_| Error::Internal("auth lock poisoned".into()))?
             .remove(&(host.to_string(), scope.to_string()));
-        if ch.scheme == "basic" && (self.credential(host).is_none() || sent_basic) {
+        let basic_possible = self.credential(host).is_some_and(|c| c.has_password());
+        if ch.scheme == "basic" && (!basic_possible || sent_basic) {
             return Ok(false);
         }
         challenges.insert(host.to_string(), ch);
@@ -363,10 +400,29 @@ impl Authorizer {
         if let Some(s) = ch.params.get("service") {
             query.push(("service", s));
         }
-        let mut req = http.get(realm).query(&query);
-        if let Some(c) = self.credential(host) {
-            req = req.basic_auth(&c.username, Some(&c.password));
-        }
+        let cred = self.credential(host);
+        let req = match cred.and_then(|c| c.identity_token.as_ref()) {
+            // OAuth2: the refresh token buys an access token for the scope.
+            Some(refresh) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "wharf"),
+                    ("scope", scope),
+                ];
+                if let Some(s) = ch.params.get("service") {
+                    form.push(("service", s));
+                }
+                http.post(realm).form(&form)
+            }
+            None => {
+                let req = http.get(realm).query(&query);
+                match cred.filter(|c| c.has_password()) {
+                    Some(c) => req.basic_auth(&c.username, Some(&c.password)),
+                    None => req,
+                }
+            }
+        };
         let what = format!("token from {realm} for {scope}");
         let resp = req
             .send()
@@ -442,7 +498,8 @@ mod tests {
             format!(
                 r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{enc}"}},
                     "127.0.0.1:5000": {{"username": "bob", "password": "pw"}},
-                    "bad.example": {{"auth": "!!!"}}}}}}"#
+                    "bad.example": {{"auth": "!!!"}},
+                    "tok.example": {{"auth": "", "identitytoken": "refresh-me"}}}}}}"#
             ),
         )
         .unwrap();
@@ -454,6 +511,9 @@ mod tests {
         );
         assert_eq!(c.lookup("127.0.0.1:5000").unwrap().unwrap().username, "bob");
         assert_eq!(c.lookup("quay.io").unwrap(), None);
+        let tok = c.lookup("tok.example").unwrap().unwrap();
+        assert_eq!(tok.identity_token.as_deref(), Some("refresh-me"));
+        assert!(!format!("{tok:?}").contains("refresh-me"));
         assert_eq!(
             c.lookup("bad.example").unwrap_err().kind(),
             crate::Kind::InvalidArgument
@@ -476,6 +536,7 @@ mod tests {
             Credential {
                 username: "u".into(),
                 password: "p".into(),
+                ..Default::default()
             },
         )]));
         assert!(
