@@ -263,11 +263,38 @@ fn pull_by_digest_and_platform_selection_from_an_index() {
     images::push_manifest(&reg, "multi", "latest", images::MEDIA_INDEX, &index).unwrap();
     let index_digest = images::sha256(&index);
 
-    // By digest: the record targets exactly that manifest.
+    // By digest: the record targets exactly that manifest. With the caller's lease and labels.
+    root.db
+        .lease_create(NS, "client-lease", Default::default())
+        .unwrap();
     let by_digest = format!("{}/multi@{}", reg.host(), bb.manifest_digest);
-    let p = do_pull(&root, &by_digest, &PullOptions::default()).unwrap();
+    let o = PullOptions {
+        lease: Some("client-lease".into()),
+        labels: [("io.cri-containerd.image".to_string(), "managed".to_string())].into(),
+        ..Default::default()
+    };
+    let p = do_pull(&root, &by_digest, &o).unwrap();
     assert_eq!(p.image.name, by_digest);
     assert_eq!(p.image.target.digest, bb.manifest_digest);
+    assert_eq!(
+        p.image
+            .labels
+            .get("io.cri-containerd.image")
+            .map(String::as_str),
+        Some("managed")
+    );
+    let held = root.db.lease_list_resources(NS, "client-lease").unwrap();
+    assert!(held.iter().any(|r| r.id == bb.layers[0].digest), "{held:?}");
+    assert_eq!(
+        root.db.lease_list(NS, &Default::default()).unwrap().len(),
+        1
+    );
+    let o = PullOptions {
+        lease: Some("no-such-lease".into()),
+        ..Default::default()
+    };
+    let e = do_pull(&root, &by_digest, &o).unwrap_err();
+    assert_eq!(e.kind(), Kind::NotFound, "{e}");
 
     // The index: linux/amd64 by default, its entry labelled as a GC reference.
     let r = format!("{}/multi:latest", reg.host());

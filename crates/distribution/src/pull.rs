@@ -75,6 +75,11 @@ pub struct PullOptions {
     pub all_platforms: bool,
     pub unpack: Option<Unpack>,
     pub progress: Option<ProgressFn>,
+    /// A lease of the caller to hold what is fetched (else a temporary one is used and deleted:
+    /// the image record then holds the content).
+    pub lease: Option<String>,
+    /// Labels of the image record (e.g. CRI's `io.cri-containerd.image=managed`).
+    pub labels: Labels,
 }
 
 impl Default for PullOptions {
@@ -86,6 +91,8 @@ impl Default for PullOptions {
             all_platforms: false,
             unpack: None,
             progress: None,
+            lease: None,
+            labels: Labels::new(),
         }
     }
 }
@@ -114,6 +121,14 @@ pub struct Pulled {
 pub async fn pull(db: &Db, ns: &str, reference: &str, opts: &PullOptions) -> Result<Pulled> {
     let r = Reference::parse(reference)?;
     let what = format!("pull {r}");
+    if let Some(l) = &opts.lease {
+        // The caller's lease (a client's, as containerd's clients pass one) holds everything.
+        db.lease_get(ns, l)
+            .map_err(|e| Error::from(e).context(&what))?;
+        return pull_inner(db, ns, &r, opts, l)
+            .await
+            .map_err(|e| e.context(&what));
+    }
     let lease = TempLease::create(db, ns).map_err(|e| e.context(&what))?;
     let res = pull_inner(db, ns, &r, opts, lease.id()).await;
     drop(lease);
@@ -201,7 +216,7 @@ async fn pull_inner(
         fetch.store_small(d, bytes, labels.clone()).await?;
     }
 
-    let image = record_image(db, ns, r, &target)?;
+    let image = record_image(db, ns, r, &target, &opts.labels)?;
     // Layers were unpacked as they arrived; this pass checks the chain and labels the config
     // with its snapshot (a pull that resumed after a crash may also finish layers here).
     let chain_id = match &opts.unpack {
@@ -359,11 +374,17 @@ async fn fetch_image(
 }
 
 /// Creates the image record, or points an existing one at the new target.
-fn record_image(db: &Db, ns: &str, r: &Reference, target: &Descriptor) -> Result<metadata::Image> {
+fn record_image(
+    db: &Db,
+    ns: &str,
+    r: &Reference,
+    target: &Descriptor,
+    labels: &Labels,
+) -> Result<metadata::Image> {
     let now = std::time::SystemTime::now();
     let image = metadata::Image {
         name: r.to_string(),
-        labels: Labels::new(),
+        labels: labels.clone(),
         target: metadata::Descriptor {
             media_type: target.media_type.clone(),
             digest: target.digest.clone(),
@@ -376,7 +397,9 @@ fn record_image(db: &Db, ns: &str, r: &Reference, target: &Descriptor) -> Result
     match db.image_create(ns, image.clone()) {
         Ok(i) => Ok(i),
         Err(wharf_core::Error::AlreadyExists(_)) => {
-            Ok(db.image_update(ns, &image, &["target".to_string()])?)
+            let mut paths = vec!["target".to_string()];
+            paths.extend(labels.keys().map(|k| format!("labels.{k}")));
+            Ok(db.image_update(ns, &image, &paths)?)
         }
         Err(e) => Err(e.into()),
     }
