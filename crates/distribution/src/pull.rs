@@ -1,9 +1,12 @@
 //! Pull: resolve a reference, fetch its index/manifest/config and layers into the content store
-//! (layers in parallel), record the image, and unpack it into a snapshotter.
+//! (layers in parallel), record the image, and unpack it into a snapshotter. A layer is applied
+//! to its snapshot while it downloads when the layers below it are unpacked by then (see
+//! `stream`), else as soon as it and they are there, while later layers still download.
 //!
-//! Every blob is verified against its digest before it is committed; blobs already in the store
-//! are skipped and interrupted downloads continue from their ingest, so a pull can be repeated after
-//! any failure. A temporary lease keeps what was fetched from GC until the image record holds it.
+//! Every blob is verified against its digest before it is committed, and a snapshot made from a
+//! blob only after that; blobs already in the store are skipped and interrupted downloads
+//! continue from their ingest, so a pull can be repeated after any failure. A lease (the caller's
+//! or a temporary one) keeps what was fetched from GC until the image record holds it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
