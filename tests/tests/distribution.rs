@@ -1917,3 +1917,84 @@ fn registry_tokens_and_identity_tokens_as_cri_passes_them() {
     assert_eq!(e.kind(), Kind::Unauthenticated, "{e}");
     assert!(third.db.content_store().walk().unwrap().is_empty());
 }
+
+#[test]
+fn push_retries_busy_uploads_and_reports_refusals_clearly() {
+    use wharf_distribution::push::{push, PushOptions};
+    let reg = Registry::start().unwrap();
+    let img = small_image();
+    images::push(&reg, "src", "v1", &img).unwrap();
+    let root = Root::new();
+    let p = do_pull(
+        &root,
+        &format!("{}/src:v1", reg.host()),
+        &PullOptions::default(),
+    )
+    .unwrap();
+
+    // Uploads answer 503 once each; the manifest is refused as a registry does for a bad one.
+    let busy = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<String>::new(),
+    ));
+    let busy2 = busy.clone();
+    let srv = FakeRegistry::start(move |req| {
+        let path = req.path.split('?').next().unwrap_or_default().to_string();
+        match (req.method.as_str(), path.as_str()) {
+            ("HEAD", p) if p.contains("/blobs/") => Reply::new(404, vec![]),
+            ("POST", "/v2/dst/blobs/uploads/") => {
+                Reply::new(202, vec![]).header("Location", "/upload/session")
+            }
+            ("PUT", "/upload/session") => {
+                if busy2.lock().unwrap().insert(req.path.clone()) {
+                    Reply::new(503, vec![]).header("Retry-After", "0")
+                } else {
+                    Reply::new(201, vec![])
+                }
+            }
+            ("PUT", "/v2/dst/manifests/v1") => Reply::new(
+                400,
+                br#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}"#
+                    .to_vec(),
+            ),
+            _ => Reply::new(404, vec![]),
+        }
+    })
+    .unwrap();
+    let mut o = PushOptions::default();
+    o.client.max_retry_wait = Duration::from_millis(100);
+    let e = rt()
+        .block_on(push(
+            &root.db,
+            NS,
+            &p.image.name,
+            &format!("{}/dst:v1", srv.host()),
+            &o,
+        ))
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::FailedPrecondition, "{e}");
+    assert!(
+        e.to_string().contains("MANIFEST_INVALID") && e.to_string().contains("400"),
+        "{e}"
+    );
+    // Both blobs were uploaded, each after one 503.
+    let reqs = srv.requests();
+    let puts: Vec<&Request> = reqs
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with("/upload/session"))
+        .collect();
+    assert_eq!(puts.len(), 4, "{puts:?}");
+    for d in [&img.layers[0].digest, &img.config_digest] {
+        let bodies: Vec<usize> = puts
+            .iter()
+            .filter(|r| r.path.ends_with(&format!("digest={d}")))
+            .map(|r| r.body.len())
+            .collect();
+        let size = if d == &img.config_digest {
+            img.config.len()
+        } else {
+            img.layers[0].gz.len()
+        };
+        // The body is sent again in full on the retry (capped at 1 MiB by the fake server).
+        assert_eq!(bodies, vec![size.min(1 << 20); 2], "{d}");
+    }
+}

@@ -274,7 +274,11 @@ impl Pusher<'_> {
                 loc = self.upload_chunks(&path, size, chunk, loc, &what).await?;
                 Payload::Empty
             }
-            _ => Payload::File(path),
+            _ => {
+                // A streamed file has no length of its own; registries want it (no chunking).
+                headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(size));
+                Payload::File(path)
+            }
         };
         let sep = if loc.contains('?') { '&' } else { '?' };
         let resp = self
