@@ -1998,3 +1998,46 @@ fn push_retries_busy_uploads_and_reports_refusals_clearly() {
         assert_eq!(bodies, vec![size.min(1 << 20); 2], "{d}");
     }
 }
+
+#[test]
+fn a_second_namespace_shares_the_blobs_without_fetching_them() {
+    let root = Root::new();
+    let img = small_image();
+    let img2 = img.clone();
+    let srv = FakeRegistry::start(move |req| {
+        serve_image(&img2, "test", "latest", req).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let r = format!("{}/test:latest", srv.host());
+    do_pull(&root, &r, &root.opts()).unwrap();
+    let before = srv.requests().len();
+    let p = rt()
+        .block_on(pull(&root.db, "other", &r, &root.opts()))
+        .unwrap();
+    assert_eq!(p.image.target.digest, img.manifest_digest);
+    let reqs = srv.requests()[before..].to_vec();
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "HEAD" && r.path.ends_with("/manifests/latest")),
+        "{reqs:?}"
+    );
+    // The other namespace has its own records of everything, with labels.
+    for d in [
+        &img.manifest_digest,
+        &img.config_digest,
+        &img.layers[0].digest,
+    ] {
+        let info = root
+            .db
+            .content_info("other", &Digest::parse(d).unwrap())
+            .unwrap();
+        assert_eq!(
+            info.labels
+                .get(&format!("containerd.io/distribution.source.{}", srv.host()))
+                .map(String::as_str),
+            Some("test"),
+            "{d}"
+        );
+    }
+    assert!(root.snaps.stat("other", &chain_ids(&img)[0]).is_ok());
+}

@@ -485,10 +485,11 @@ impl Fetcher {
         }
     }
 
-    /// A small document: from the store when present, else fetched and verified (not stored yet).
+    /// A small document: from the store when present (in this namespace or, shared by the
+    /// blobs on disk, another), else fetched and verified (not stored yet).
     async fn small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         let d = Digest::parse(&desc.digest)?;
-        if self.db.content_info(&self.ns, &d).is_ok() {
+        if self.db.content_info(&self.ns, &d).is_ok() || self.db.content_store().exists(&d) {
             let (db, d2) = (self.db.clone(), d.clone());
             let bytes = tokio::task::spawn_blocking(move || db.content_store().read_at(&d2, 0, 0))
                 .await
