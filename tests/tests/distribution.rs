@@ -2041,3 +2041,46 @@ fn a_second_namespace_shares_the_blobs_without_fetching_them() {
     }
     assert!(root.snaps.stat("other", &chain_ids(&img)[0]).is_ok());
 }
+
+#[test]
+fn hosts_toml_headers_and_path_prefix_are_used() {
+    let root = Root::new();
+    let img = small_image();
+    let img2 = img.clone();
+    // A mirror serving under /mirror/v2 that wants a header from the configuration.
+    let srv = FakeRegistry::start(move |req| {
+        if req.headers.get("x-mirror-key").map(String::as_str) != Some("k1") {
+            return Reply::new(403, b"no key".to_vec());
+        }
+        let Some(rest) = req.path.strip_prefix("/mirror") else {
+            return Reply::new(404, vec![]);
+        };
+        let fake = Request {
+            path: rest.to_string(),
+            ..req.clone()
+        };
+        serve_image(&img2, "library/app", "v1", &fake).unwrap_or_else(|| Reply::new(404, vec![]))
+    })
+    .unwrap();
+    let certs = root.dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join("docker.io")).unwrap();
+    std::fs::write(
+        certs.join("docker.io/hosts.toml"),
+        format!(
+            "[host.\"http://{}/mirror\"]\n  capabilities = [\"pull\", \"resolve\"]\n  [host.\"http://{}/mirror\".header]\n    x-mirror-key = \"k1\"\n",
+            srv.host(),
+            srv.host()
+        ),
+    )
+    .unwrap();
+    let mut o = root.quick_opts();
+    o.client.hosts_dir = Some(certs);
+    // `app` is Docker Hub's library/app: served by the mirror, Docker Hub never asked.
+    let p = do_pull(&root, "app:v1", &o).unwrap();
+    assert_eq!(p.image.name, "docker.io/library/app:v1");
+    assert_eq!(p.image.target.digest, img.manifest_digest);
+    assert!(srv
+        .requests()
+        .iter()
+        .all(|r| r.path.starts_with("/mirror/v2/library/app/")));
+}
