@@ -160,9 +160,14 @@ fn too_big(what: &str, len: u64, limit: u64) -> Error {
     ))
 }
 
-/// A Retry-After value (seconds or an HTTP date), if any.
+/// A response's Retry-After, if any.
 fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?.trim();
+    parse_retry_after(resp.headers().get("retry-after")?.to_str().ok()?)
+}
+
+/// Retry-After is seconds or an HTTP date (a date in the past means now).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(Duration::from_secs(s));
     }
@@ -701,6 +706,22 @@ mod tests {
         );
         assert_eq!(sniff_media_type(b"not json"), None);
         assert!(schema1_error("r").to_string().contains("schema 1"));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
