@@ -104,7 +104,7 @@ def main():
                 d = tempfile.mkdtemp(dir=base)
                 p, sock, ms = start(k, d)
                 res[k]["start"].append(ms)
-                time.sleep(1.0)
+                time.sleep(3.0)  # idle: wharfd gives back its start-up pages after 2 s
                 res[k]["rss"].append(rss_kib(p.pid) / 1024)
                 if i < 3:
                     secs = ingest(sock, data, f"r{i}")

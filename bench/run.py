@@ -13,21 +13,20 @@ Run as root from the repository: `python3 bench/run.py` (builds wharf in release
 RUNS (default 15) sets the number of `run --rm` samples per daemon.
 """
 import hashlib
-import io
-import json
 import os
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import busybox_image  # noqa: E402
 RUNS = int(os.environ.get("RUNS", "15"))
 N_SEQ = int(os.environ.get("N_SEQ", "50"))
 N_CONC = int(os.environ.get("N_CONC", "20"))
@@ -49,41 +48,11 @@ def free_port():
     return p
 
 
-def busybox_layer():
-    """bin/busybox from busybox-static with its applets as symlinks, as the test fixtures build."""
-    bb = "/bin/busybox"
-    applets = subprocess.run([bb, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for d in ["bin", "etc", "tmp", "proc", "sys", "dev"]:
-            ti = tarfile.TarInfo(d)
-            ti.type = tarfile.DIRTYPE
-            ti.mode = 0o1777 if d == "tmp" else 0o755
-            t.addfile(ti)
-        data = open(bb, "rb").read()
-        ti = tarfile.TarInfo("bin/busybox")
-        ti.size = len(data)
-        ti.mode = 0o755
-        t.addfile(ti, io.BytesIO(data))
-        for a in applets:
-            if a == "busybox":
-                continue
-            ti = tarfile.TarInfo(f"bin/{a}")
-            ti.type = tarfile.SYMTYPE
-            ti.linkname = "busybox"
-            t.addfile(ti)
-        for name, text in [("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n")]:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(text)
-            ti.mode = 0o644
-            t.addfile(ti, io.BytesIO(text.encode()))
-    return buf.getvalue()
-
-
-def push(host, repo, raw):
-    cfg = json.dumps({"architecture": "amd64", "os": "linux",
-                      "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
-                      "rootfs": {"type": "layers", "diff_ids": [sha(raw)]}}).encode()
+def push(host, repo):
+    """Pushes the busybox image that scripts/busybox_image.py builds."""
+    raw = busybox_image.layer()
+    cfg = busybox_image.config(raw)
+    man = busybox_image.manifest(cfg, raw)
 
     def blob(data):
         r = urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
@@ -94,12 +63,7 @@ def push(host, repo, raw):
                                                       headers={"Content-Type": "application/octet-stream"}))
     blob(raw)
     blob(cfg)
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(cfg),
-                               "size": len(cfg)},
-                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(raw),
-                                "size": len(raw)}]}).encode()
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/manifests/latest", data=m, method="PUT",
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/manifests/latest", data=man, method="PUT",
                                                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
 
 
@@ -235,7 +199,7 @@ def bench_setup(label, kind, rt, host, base, res):
             dm.ctr(*run, "--rm", ref, f"t{i}", "true")
             xs.append((time.perf_counter() - t0) * 1000)
         r["run --rm true (ms)"] = xs
-        time.sleep(0.5)
+        time.sleep(3.0)  # idle: wharfd gives back its start-up pages after 2 s
         r["daemon idle RSS (MiB)"] = [rss_kib(dm.p.pid) / 1024]
 
         t0 = time.perf_counter()
@@ -339,7 +303,7 @@ def main():
                 break
             except Exception:
                 time.sleep(0.05)
-        push(host, "busybox", busybox_layer())
+        push(host, "busybox")
         for label, kind, rt in setups:
             bench_setup(label, kind, rt, host, base, res)
     finally:

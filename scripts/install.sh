@@ -46,6 +46,13 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 ctr --address "$sock" version
-ctr --address "$sock" plugins ls
+
+# A first container, with no registry needed: a busybox image built from busybox-static.
+image=$(mktemp --suffix=.tar)
+python3 scripts/busybox_image.py "$image" docker.io/library/busybox:latest
+ctr --address "$sock" images import "$image"
+rm -f "$image"
+ctr --address "$sock" run --rm --runtime io.containerd.wharf.v2 \
+  docker.io/library/busybox:latest first-container echo "hello from a wharf container"
 echo
-echo "wharfd is running on $sock. Try: ctr --address $sock namespaces ls"
+echo "wharfd is running on $sock. Try: ctr --address $sock run --rm -t --runtime io.containerd.wharf.v2 docker.io/library/busybox:latest demo sh"

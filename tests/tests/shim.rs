@@ -564,3 +564,100 @@ fn two_hundred_runs_leak_nothing() {
         .trim()
         .is_empty());
 }
+
+/// The runtime options' `BinaryName` (containerd's runc options) makes the wharf shim drive that
+/// runc-compatible binary's CLI instead of libcontainer: here Debian's runc.
+#[test]
+fn binary_name_option_runs_the_container_with_runc() {
+    use containerd_client::services::v1 as pb;
+    let (_reg, w, r) = setup();
+    w.ctr_ok(&[
+        "-n",
+        "test",
+        "containers",
+        "create",
+        "--runtime",
+        RT,
+        &r,
+        "rb1",
+        "sleep",
+        "1000",
+    ]);
+    // containerd.runc.v1.Options { binary_name (field 6) = "/usr/sbin/runc" }, hand-encoded.
+    let runc = b"/usr/sbin/runc";
+    let mut value = vec![0x32, runc.len() as u8];
+    value.extend_from_slice(runc);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pid = rt.block_on(async {
+        let mut c = pb::tasks_client::TasksClient::new(w.channel().await.unwrap());
+        let created = c
+            .create(wharf_tests::daemon::with_ns(
+                "test",
+                pb::CreateTaskRequest {
+                    container_id: "rb1".into(),
+                    options: Some(prost_types::Any {
+                        type_url: "containerd.runc.v1.Options".into(),
+                        value,
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("create with runc")
+            .into_inner();
+        c.start(wharf_tests::daemon::with_ns(
+            "test",
+            pb::StartRequest {
+                container_id: "rb1".into(),
+                exec_id: String::new(),
+            },
+        ))
+        .await
+        .expect("start with runc");
+        created.pid
+    });
+    wait_status(&w, "rb1", "RUNNING");
+    assert_eq!(task(&w, "rb1").unwrap().0, pid.to_string());
+    // runc keeps the container's state under the shim's runtime root: runc itself lists it.
+    let listed = std::fs::read_dir("/run/wharf/c")
+        .unwrap()
+        .flatten()
+        .any(|d| {
+            let out = Command::new("runc")
+                .arg("--root")
+                .arg(d.path().join("runc"))
+                .args(["state", "rb1"])
+                .output()
+                .unwrap();
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("running")
+        });
+    assert!(listed, "runc does not know the container");
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "re1",
+        "rb1",
+        "echo",
+        "via-runc",
+    ]);
+    assert_eq!(out.trim(), "via-runc");
+    w.ctr_ok(&["-n", "test", "tasks", "pause", "rb1"]);
+    wait_status(&w, "rb1", "PAUSED");
+    w.ctr_ok(&["-n", "test", "tasks", "resume", "rb1"]);
+    wait_status(&w, "rb1", "RUNNING");
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "rb1"]);
+    wait_status(&w, "rb1", "STOPPED");
+    assert_eq!(rm_status(&w, "rb1"), Some(137));
+    w.ctr_ok(&["-n", "test", "containers", "rm", "rb1"]);
+    assert!(
+        cgroup_dirs("test/rb1").is_empty(),
+        "{:?}",
+        cgroup_dirs("test/rb1")
+    );
+}

@@ -165,8 +165,12 @@ impl Manager {
             .arg("-publish-binary")
             .arg(std::env::current_exe().unwrap_or_else(|_| "wharfd".into()))
             .arg("-id")
-            .arg(id)
-            .current_dir(bundle)
+            .arg(id);
+        // As containerd does when it logs at debug level: the shim logs its own debug lines.
+        if tracing::enabled!(target: "shim", tracing::Level::DEBUG) {
+            c.arg("-debug");
+        }
+        c.current_dir(bundle)
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
             .env("GOMAXPROCS", "2")
             .stdin(Stdio::null())

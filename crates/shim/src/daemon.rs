@@ -109,6 +109,7 @@ fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
             tracing::Level::INFO
         })
         .init();
+    crate::cgroup::prewarm_attach();
     // Orphaned container processes (the init after libcontainer's intermediate exits, exec'd
     // processes) are re-parented to us, so we can reap them and report their exit status.
     unsafe {

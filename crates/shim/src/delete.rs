@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
-use libcontainer::container::Container;
 
 use crate::args::Args;
 use crate::cgroup::Cgroup;
@@ -19,13 +18,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         None => std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?,
     };
     let root = args.runtime_root();
-    let mut pid = 0;
-    if let Ok(mut c) = Container::load(root.join(&args.id)) {
-        pid = c.pid().map_or(0, |p| p.as_raw().max(0) as u32);
-        if let Err(e) = c.delete(true) {
-            eprintln!("delete container {}: {e}", args.id);
-        }
-    }
+    let pid = crate::engine::delete_after_crash(&root, &args.id).map_or(0, |p| p.max(0) as u32);
     let _ = std::fs::remove_dir_all(&root);
     let rootfs = bundle.join("rootfs");
     let _ = wharf_core::mount::unmount(&rootfs);

@@ -10,12 +10,12 @@ mod args;
 mod cgroup;
 mod daemon;
 mod delete;
+mod engine;
 mod events;
 mod process;
 mod reaper;
 mod service;
 mod stdio;
-mod trim;
 
 use std::process::ExitCode;
 

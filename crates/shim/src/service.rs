@@ -1,5 +1,6 @@
 //! The task service (`containerd.task.v2.Task` / `v3`): one container, its init process and the
-//! processes exec'd into it, run by libcontainer in this process.
+//! processes exec'd into it, run by libcontainer in this process or by a runc-compatible binary
+//! (see `engine`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,15 +12,13 @@ use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
-use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Spec;
 use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::{Code, Error as TtrpcError};
 
 use crate::args::Args;
 use crate::cgroup::{Cgroup, OomWatch};
+use crate::engine::{self, Engine, ProcIo};
 use crate::events::Publisher;
 use crate::process::Process;
 use crate::stdio::{self, ConsoleSocket, Paths, TtyCopy};
@@ -35,7 +34,7 @@ fn not_found(what: &str) -> TtrpcError {
 }
 
 struct Inner {
-    container: Option<Container>,
+    engine: Option<Engine>,
     init: Option<Process>,
     execs: HashMap<String, Process>,
     /// Exits of pids nobody claimed yet (an exec that ended before it was recorded).
@@ -81,7 +80,7 @@ impl Service {
             root,
             events: Publisher::start(ttrpc_address, &args.namespace),
             inner: Mutex::new(Inner {
-                container: None,
+                engine: None,
                 init: None,
                 execs: HashMap::new(),
                 unclaimed: HashMap::new(),
@@ -145,9 +144,8 @@ impl Service {
         if is_init {
             // The init's end stops the container; the kernel kills what is left in its pid
             // namespace, and those exits are reaped as they come.
-            if let Some(c) = inner.container.as_mut() {
-                c.set_status(libcontainer::container::ContainerStatus::Stopped);
-                let _ = c.save();
+            if let Some(e) = inner.engine.as_mut() {
+                e.mark_stopped();
             }
         }
         tracing::debug!(pid, status, "process exited");
@@ -181,10 +179,54 @@ impl Service {
         }
     }
 
-    fn builder(&self) -> Res<ContainerBuilder> {
-        ContainerBuilder::new(self.id.clone(), SyscallType::default())
-            .with_root_path(&self.root)
-            .map_err(|e| err(Code::INTERNAL, format!("runtime root: {e}")))
+    /// The engine the runtime options ask for: runc's CLI when they name a binary, else
+    /// libcontainer in-process.
+    fn engine(
+        &self,
+        options: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
+    ) -> Res<Engine> {
+        use containerd_shim_protos::protobuf::Message;
+        let opts = match options {
+            Some(a) if a.type_url.ends_with("containerd.runc.v1.Options") => {
+                containerd_shim_protos::shim::oci::Options::parse_from_bytes(&a.value)
+                    .map_err(|e| err(Code::INVALID_ARGUMENT, format!("runtime options: {e}")))?
+            }
+            _ => Default::default(),
+        };
+        if opts.binary_name.is_empty() {
+            return Ok(Engine::Builtin(engine::Builtin {
+                id: self.id.clone(),
+                root: self.root.clone(),
+                container: None,
+            }));
+        }
+        let binary = PathBuf::from(&opts.binary_name);
+        let binary = if binary.is_absolute() {
+            binary
+        } else {
+            std::env::var_os("PATH")
+                .and_then(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(&binary))
+                        .find(|c| c.is_file())
+                })
+                .ok_or_else(|| {
+                    err(
+                        Code::NOT_FOUND,
+                        format!("runtime binary {:?} not found in PATH", opts.binary_name),
+                    )
+                })?
+        };
+        Ok(Engine::Runc(engine::Runc {
+            binary,
+            root: if opts.root.is_empty() {
+                self.root.join("runc")
+            } else {
+                PathBuf::from(&opts.root).join(&self.namespace)
+            },
+            id: self.id.clone(),
+            systemd_cgroup: opts.systemd_cgroup,
+        }))
     }
 
     /// A console socket path short enough for sun_path, unique per process.
@@ -238,20 +280,9 @@ fn prepare_spec(bundle: &Path, ns: &str, id: &str) -> Res<(Spec, PathBuf)> {
     Ok((spec, cg))
 }
 
-fn runtime_error(what: &str, e: impl std::error::Error) -> TtrpcError {
-    // containerd reports OCI runtime failures with code Unknown and this prefix; the causes are
-    // spelled out because libcontainer's top-level messages are terse.
-    let mut msg = format!("OCI runtime {what} failed: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !msg.contains(&part) {
-            msg.push_str(": ");
-            msg.push_str(&part);
-        }
-        source = s.source();
-    }
-    err(Code::UNKNOWN, msg)
+fn runtime_error(what: &str, e: impl std::fmt::Display) -> TtrpcError {
+    // containerd reports OCI runtime failures with code Unknown and this prefix.
+    err(Code::UNKNOWN, format!("OCI runtime {what} failed: {e}"))
 }
 
 #[async_trait]
@@ -311,34 +342,25 @@ impl Task for Service {
                 terminal || req.terminal,
             );
             let mut proc = Process::new("", paths.clone());
-            let mut builder = self.builder()?;
+            let mut engine = self.engine(req.options.as_ref())?;
+            let mut io = ProcIo::default();
             let console = if terminal {
                 let c = ConsoleSocket::new(self.console_path(0))
                     .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
-                builder = builder.with_console_socket(Some(&c.path));
+                io.console_socket = Some(c.path.clone());
                 Some(c)
             } else {
                 let o = stdio::open(&paths)
                     .map_err(|e| err(Code::INVALID_ARGUMENT, format!("open stdio: {e}")))?;
-                if let Some(fd) = o.stdin {
-                    builder = builder.with_stdin(fd);
-                }
-                if let Some(fd) = o.stdout {
-                    builder = builder.with_stdout(fd);
-                }
-                if let Some(fd) = o.stderr {
-                    builder = builder.with_stderr(fd);
-                }
+                io.stdin = o.stdin;
+                io.stdout = o.stdout;
+                io.stderr = o.stderr;
                 proc.keep = o.keep;
                 None
             };
-            let container = builder
-                .as_init(&bundle)
-                .with_systemd(false)
-                .with_detach(true)
-                .build()
+            proc.pid = engine
+                .create(&bundle, io)
                 .map_err(|e| runtime_error("create", e))?;
-            proc.pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
             if let Some(c) = console {
                 let master = c
                     .receive()
@@ -349,15 +371,13 @@ impl Task for Service {
                 );
                 proc.console = Some(master);
             }
-            Ok::<_, TtrpcError>((container, proc, cg_path))
+            Ok::<_, TtrpcError>((engine, proc, cg_path))
         })();
-        let (container, proc, cg_path) = match result {
+        let (engine, proc, cg_path) = match result {
             Ok(v) => v,
             Err(e) => {
-                // Leave nothing behind: libcontainer's state and cgroup, and the rootfs mount.
-                if let Ok(mut c) = Container::load(self.root.join(&self.id)) {
-                    let _ = c.delete(true);
-                }
+                // Leave nothing behind: the runtime's state and cgroup, and the rootfs mount.
+                engine::delete_after_crash(&self.root, &self.id);
                 if let Some(r) = inner.rootfs.take() {
                     unmount_rootfs(&r);
                 }
@@ -370,7 +390,7 @@ impl Task for Service {
             id: self.id.clone(),
         });
         inner.cgroup = Some(cg.clone());
-        inner.container = Some(container);
+        inner.engine = Some(engine);
         inner.init = Some(proc);
         drop(inner);
         self.start_oom_watch(cg);
@@ -411,15 +431,15 @@ impl Task for Service {
                     "task is not in the created state",
                 ));
             }
-            let c = inner
-                .container
+            let e = inner
+                .engine
                 .as_mut()
                 .ok_or_else(|| not_found("container"))?;
-            c.start().map_err(|e| runtime_error("start", e))?;
+            e.start().map_err(|e| runtime_error("start", e))?;
             init.status = Status::RUNNING;
             let pid = init.pid;
             drop(guard);
-            crate::trim::soon();
+            wharf_core::memory::trim_soon(std::time::Duration::from_millis(200));
             self.events.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 &ev::TaskStart {
@@ -459,34 +479,34 @@ impl Task for Service {
             .spec_path
             .clone()
             .ok_or_else(|| err(Code::INTERNAL, "exec process has no spec"))?;
-        let mut builder = self.builder()?;
-        let console = if p.stdio.terminal {
+        let stdio_paths = p.stdio.clone();
+        let mut io = ProcIo::default();
+        let mut keep = Vec::new();
+        let console = if stdio_paths.terminal {
             let c = ConsoleSocket::new(self.console_path(seq))
                 .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
-            builder = builder.with_console_socket(Some(&c.path));
+            io.console_socket = Some(c.path.clone());
             Some(c)
         } else {
-            let o = stdio::open(&p.stdio)
+            let o = stdio::open(&stdio_paths)
                 .map_err(|e| err(Code::INVALID_ARGUMENT, format!("open stdio: {e}")))?;
-            if let Some(fd) = o.stdin {
-                builder = builder.with_stdin(fd);
-            }
-            if let Some(fd) = o.stdout {
-                builder = builder.with_stdout(fd);
-            }
-            if let Some(fd) = o.stderr {
-                builder = builder.with_stderr(fd);
-            }
-            p.keep = o.keep;
+            io.stdin = o.stdin;
+            io.stdout = o.stdout;
+            io.stderr = o.stderr;
+            keep = o.keep;
             None
         };
-        let pid = builder
-            .as_tenant()
-            .with_process(Some(&spec_path))
-            .with_detach(true)
-            .build()
-            .map_err(|e| runtime_error("exec", e))?
-            .as_raw();
+        let pid = inner
+            .engine
+            .as_mut()
+            .ok_or_else(|| not_found("container"))?
+            .exec(&spec_path, io)
+            .map_err(|e| runtime_error("exec", e))?;
+        let p = inner
+            .execs
+            .get_mut(&req.exec_id)
+            .ok_or_else(|| not_found(&format!("process {}", req.exec_id)))?;
+        p.keep = keep;
         p.pid = pid;
         p.status = Status::RUNNING;
         if let Some(c) = console {
@@ -501,7 +521,7 @@ impl Task for Service {
         }
         let early = self.claim(inner, pid);
         drop(guard);
-        crate::trim::soon();
+        wharf_core::memory::trim_soon(std::time::Duration::from_millis(200));
         self.events.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
             &ev::TaskExecStarted {
@@ -570,8 +590,8 @@ impl Task for Service {
             }
             _ => {}
         }
-        if let Some(mut c) = inner.container.take() {
-            if let Err(e) = c.delete(true) {
+        if let Some(mut e) = inner.engine.take() {
+            if let Err(e) = e.delete() {
                 tracing::warn!(error = %e, "delete container state");
             }
         }
@@ -634,11 +654,11 @@ impl Task for Service {
             if init.status != Status::RUNNING {
                 return Err(err(Code::FAILED_PRECONDITION, "task is not running"));
             }
-            let c = inner
-                .container
+            let e = inner
+                .engine
                 .as_mut()
                 .ok_or_else(|| not_found("container"))?;
-            c.pause().map_err(|e| runtime_error("pause", e))?;
+            e.pause().map_err(|e| runtime_error("pause", e))?;
             init.status = Status::PAUSED;
         }
         self.events.publish(
@@ -660,11 +680,11 @@ impl Task for Service {
             if init.status != Status::PAUSED {
                 return Err(err(Code::FAILED_PRECONDITION, "task is not paused"));
             }
-            let c = inner
-                .container
+            let e = inner
+                .engine
                 .as_mut()
                 .ok_or_else(|| not_found("container"))?;
-            c.resume().map_err(|e| runtime_error("resume", e))?;
+            e.resume().map_err(|e| runtime_error("resume", e))?;
             init.status = Status::RUNNING;
         }
         self.events.publish(
@@ -694,7 +714,7 @@ impl Task for Service {
         let inner = &mut *guard;
         let sig = i32::try_from(req.signal)
             .ok()
-            .and_then(|s| libcontainer::signal::Signal::try_from(s).ok())
+            .filter(|s| libcontainer::signal::Signal::try_from(*s).is_ok())
             .ok_or_else(|| {
                 err(
                     Code::INVALID_ARGUMENT,
@@ -720,11 +740,11 @@ impl Task for Service {
         if init.status == Status::STOPPED && !req.all {
             return Err(not_found("process already finished"));
         }
-        let c = inner
-            .container
+        let e = inner
+            .engine
             .as_mut()
             .ok_or_else(|| not_found("container"))?;
-        c.kill(sig, req.all).map_err(|e| {
+        e.kill(sig, req.all).map_err(|e| {
             if init.status == Status::STOPPED {
                 not_found("process already finished")
             } else {
@@ -758,6 +778,8 @@ impl Task for Service {
                     "cannot exec in a task that is not running",
                 ));
             }
+            // Start comes next and moves the new process into the container's cgroups.
+            crate::cgroup::prewarm_attach();
             let spec = req
                 .spec
                 .as_ref()

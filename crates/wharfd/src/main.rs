@@ -131,6 +131,9 @@ async fn serve(config: Config) -> Result<()> {
     }
     let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
+    // Start-up code (config, stores, restore) will not run again: give its pages back once the
+    // first clients are served.
+    wharf_core::memory::trim_soon(std::time::Duration::from_secs(2));
 
     let shutdown = async {
         let mut term =

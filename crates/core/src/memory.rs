@@ -1,32 +1,32 @@
-//! Gives back the resident pages of code and read-only data once the shim goes idle.
+//! Gives back the resident pages of code and read-only data a long-lived process no longer
+//! touches (the shim after creating its container, wharfd after start-up).
 //!
-//! A shim spends its life waiting; the code that ran while creating the container (most of
-//! libcontainer) stays mapped and counts in its RSS although it is clean page cache shared with
-//! every other shim. `MADV_DONTNEED` on those clean, read-only file mappings drops this
-//! process's page-table entries only: the page cache keeps the pages and anything needed later
-//! faults back in from memory. Mappings holding private copies (relocated RELRO data, anything
-//! writable) are never touched.
+//! Code that ran once stays mapped and counts in the process's RSS although it is clean page
+//! cache shared with every other process of the same binary. `MADV_DONTNEED` on clean,
+//! read-only file mappings drops this process's page-table entries only: the page cache keeps
+//! the pages and whatever is needed again faults back in from memory. Mappings holding private
+//! copies (relocated RELRO data, anything writable) are never touched.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 static PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Trims shortly after the current burst of work, once per burst.
-pub fn soon() {
+/// Trims `after` the current burst of work, once per burst (needs a tokio runtime).
+pub fn trim_soon(after: Duration) {
     if PENDING.swap(true, Ordering::SeqCst) {
         return;
     }
-    tokio::spawn(async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
         PENDING.store(false, Ordering::SeqCst);
-        let pages = now();
+        let pages = trim_now();
         tracing::debug!(kib = pages * 4, "trimmed clean file mappings");
     });
 }
 
 /// Drops this process's mappings of clean, read-only file pages; returns the pages dropped.
-pub fn now() -> usize {
+pub fn trim_now() -> usize {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
