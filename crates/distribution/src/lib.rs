@@ -20,6 +20,7 @@ pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod error;
+mod fetch;
 pub mod hosts;
 pub mod pull;
 pub mod push;
