@@ -13,6 +13,7 @@ packages=(
   containernetworking-plugins
   skopeo
   apache2-utils        # htpasswd for registry auth tests
+  openssl              # certificates for the HTTPS registry tests
   iproute2 e2fsprogs util-linux mount
 )
 

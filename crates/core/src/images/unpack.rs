@@ -43,6 +43,76 @@ pub fn resolve_manifest(
     )))
 }
 
+/// One layer to unpack: its descriptor, uncompressed digest, and where it goes in the chain.
+pub struct Layer<'a> {
+    pub desc: &'a super::Descriptor,
+    pub diff_id: &'a Digest,
+    pub chain: &'a Digest,
+    /// The chain ID of the layer below (committed before this one is unpacked).
+    pub parent: Option<&'a Digest>,
+}
+
+/// Applies one layer (whose blob is in the content store) into a new snapshot on `parent` and
+/// commits it as its chain ID; nothing to do when that snapshot exists. Lets a pull unpack each
+/// layer as soon as it and the layers below it are there, while later layers still download.
+pub fn unpack_layer(
+    db: &Db,
+    snapshotter: &SnapshotStore,
+    ns: &str,
+    layer: &Layer<'_>,
+    lease: Option<&str>,
+    tmp: &Path,
+) -> Result<()> {
+    let chain = layer.chain.to_string();
+    if snapshotter.stat(ns, &chain).is_ok() {
+        return Ok(());
+    }
+    let layer_d = Digest::parse(&layer.desc.digest)?;
+    db.content_info(ns, &layer_d)?;
+    let parent = layer.parent.map(|p| p.to_string());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let key = format!("extract-{nanos}-{chain}");
+    let mounts = snapshotter.prepare(ns, &key, parent.as_deref(), Labels::new(), lease)?;
+    let applied = snapshotter.apply_target(ns, &key).and_then(|(dir, mode)| {
+        let open = || db.content_store().open_blob(&layer_d);
+        apply_to_snapshot(
+            &open,
+            &layer.desc.media_type,
+            &dir,
+            mode,
+            Some(&mounts),
+            tmp,
+            Some(layer.diff_id),
+        )
+    });
+    if let Err(e) = applied {
+        let _ = snapshotter.remove(ns, &key);
+        return Err(Error::FailedPrecondition(format!(
+            "apply layer {layer_d}: {e}"
+        )));
+    }
+    match snapshotter.commit(ns, &chain, &key, Labels::new(), lease) {
+        Ok(()) => {}
+        // Unpacked concurrently by someone else: theirs is as good.
+        Err(Error::AlreadyExists(_)) => snapshotter.remove(ns, &key)?,
+        Err(e) => {
+            let _ = snapshotter.remove(ns, &key);
+            return Err(e);
+        }
+    }
+    let label = Labels::from([(LABEL_UNCOMPRESSED.to_string(), layer.diff_id.to_string())]);
+    db.content_update(
+        ns,
+        &layer_d,
+        &label,
+        &[format!("labels.{LABEL_UNCOMPRESSED}")],
+    )?;
+    Ok(())
+}
+
 /// Unpacks the image whose manifest is `manifest` into `snapshotter`; returns the top chain ID.
 pub fn unpack(
     db: &Db,
@@ -72,57 +142,14 @@ pub fn unpack(
     }
     let chains = chain_ids(&diff_ids);
     for (i, layer) in m.layers.iter().enumerate() {
-        let chain = chains[i].to_string();
-        if snapshotter.stat(ns, &chain).is_ok() {
-            continue;
-        }
-        let layer_d = Digest::parse(&layer.digest)?;
-        db.content_info(ns, &layer_d)?;
-        let parent = if i == 0 {
-            None
-        } else {
-            Some(chains[i - 1].to_string())
+        let parent = i.checked_sub(1).map(|p| &chains[p]);
+        let layer = Layer {
+            desc: layer,
+            diff_id: &diff_ids[i],
+            chain: &chains[i],
+            parent,
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let key = format!("extract-{nanos}-{chain}");
-        let mounts = snapshotter.prepare(ns, &key, parent.as_deref(), Labels::new(), lease)?;
-        let applied = snapshotter.apply_target(ns, &key).and_then(|(dir, mode)| {
-            let open = || db.content_store().open_blob(&layer_d);
-            apply_to_snapshot(
-                &open,
-                &layer.media_type,
-                &dir,
-                mode,
-                Some(&mounts),
-                tmp,
-                Some(&diff_ids[i]),
-            )
-        });
-        if let Err(e) = applied {
-            let _ = snapshotter.remove(ns, &key);
-            return Err(Error::FailedPrecondition(format!(
-                "apply layer {layer_d}: {e}"
-            )));
-        }
-        match snapshotter.commit(ns, &chain, &key, Labels::new(), lease) {
-            Ok(()) => {}
-            // Unpacked concurrently by someone else: theirs is as good.
-            Err(Error::AlreadyExists(_)) => snapshotter.remove(ns, &key)?,
-            Err(e) => {
-                let _ = snapshotter.remove(ns, &key);
-                return Err(e);
-            }
-        }
-        let label = Labels::from([(LABEL_UNCOMPRESSED.to_string(), diff_ids[i].to_string())]);
-        db.content_update(
-            ns,
-            &layer_d,
-            &label,
-            &[format!("labels.{LABEL_UNCOMPRESSED}")],
-        )?;
+        unpack_layer(db, snapshotter, ns, &layer, lease, tmp)?;
     }
     let top = chains
         .last()
