@@ -314,9 +314,12 @@ async fn fetch_image(
             })
         })
         .collect();
-    let downloads = futures::stream::iter(manifest.layers.iter().zip(done_tx).zip(targets).map(
+    // Owned descriptors: a stream of futures borrowing them trips rustc's higher-ranked
+    // lifetime check when callers need the whole pull future to be Send (tonic handlers).
+    let layers: Vec<Descriptor> = manifest.layers.clone();
+    let downloads = futures::stream::iter(layers.into_iter().zip(done_tx).zip(targets).map(
         |((l, done), target)| async move {
-            fetch.blob(l, target).await?;
+            fetch.blob(&l, target).await?;
             let _ = done.send(());
             Ok::<(), Error>(())
         },

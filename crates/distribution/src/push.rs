@@ -141,10 +141,18 @@ async fn push_inner(
         host,
         chunk_size: opts.chunk_size.filter(|c| *c > 0),
     };
-    futures::stream::iter(plan.blobs.iter().map(|b| pusher.blob(b)))
-        .buffer_unordered(opts.concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    // Owned descriptors keep the push future Send for callers such as tonic handlers (a stream
+    // of futures borrowing them trips rustc's higher-ranked lifetime check).
+    let pusher = &pusher;
+    futures::stream::iter(
+        plan.blobs
+            .iter()
+            .cloned()
+            .map(|b| async move { pusher.blob(&b).await }),
+    )
+    .buffer_unordered(opts.concurrency.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
     let n = plan.manifests.len();
     for (i, (desc, bytes)) in plan.manifests.iter().enumerate() {
         // Children by digest; the top one by the reference's tag (or digest).

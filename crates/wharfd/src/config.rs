@@ -18,6 +18,23 @@ pub struct Config {
     /// Log level: trace, debug, info, warn, error.
     pub log_level: String,
     pub grpc: Grpc,
+    pub registry: Registry,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registry {
+    /// containerd's `certs.d` layout: `<config_path>/<host>/hosts.toml` (mirrors, TLS, plain
+    /// HTTP) for pulls and pushes wharfd makes itself.
+    pub config_path: PathBuf,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            config_path: "/etc/wharf/certs.d".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +53,7 @@ impl Default for Config {
             state: "/run/wharf".into(),
             log_level: "info".into(),
             grpc: Grpc::default(),
+            registry: Registry::default(),
         }
     }
 }

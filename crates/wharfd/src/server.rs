@@ -35,6 +35,8 @@ pub struct Daemon {
     pub tmp_mounts: std::path::PathBuf,
     /// Tasks: one shim each.
     pub runtime: wharf_runtime::Manager,
+    /// Registry host configuration (`<dir>/<host>/hosts.toml`).
+    pub registry_config_path: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -72,6 +74,7 @@ impl Daemon {
         let runtime =
             wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address);
         Ok(Arc::new(Daemon {
+            registry_config_path: config.registry.config_path.clone(),
             runtime,
             tmp_mounts,
             db,
@@ -175,5 +178,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(containers::containers_server::ContainersServer::new(
             ContainersService(d.clone()),
         ))
-        .add_service(tasks::tasks_server::TasksServer::new(TasksService(d)))
+        .add_service(tasks::tasks_server::TasksServer::new(TasksService(
+            d.clone(),
+        )))
+        .add_service(transfer::transfer_server::TransferServer::new(
+            crate::services::transfer::TransferService(d),
+        ))
 }

@@ -9,6 +9,7 @@ pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
 pub mod tasks;
+pub mod transfer;
 pub mod version;
 
 use std::pin::Pin;
