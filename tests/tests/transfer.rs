@@ -125,3 +125,50 @@ fn transfer_pulls_unpacks_runs_and_pushes() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
 }
+
+/// `wharf pull/images/push` go through the same Transfer service; failures are one line with
+/// exit code 125.
+#[test]
+fn wharf_cli_pull_images_push() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
+    let w = Wharfd::start().unwrap();
+    let r = format!("{}/busybox:latest", reg.host());
+    let wharf = |args: &[&str]| {
+        std::process::Command::new(wharf_tests::bin("wharf"))
+            .arg("--address")
+            .arg(&w.socket)
+            .args(["-n", "test"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = wharf(&["pull", &r]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wharf(&["images", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r);
+    let dest = format!("{}/again:v2", reg.host());
+    let out = wharf(&["push", &r, &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wharf(&["pull", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wharf(&["pull", &format!("{}/nothere:latest", reg.host())]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("wharf:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(err.contains("not found"), "{err}");
+}
