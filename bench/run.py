@@ -203,7 +203,7 @@ def bench_setup(label, kind, rt, host, base, res):
             xs.append((time.perf_counter() - t0) * 1000)
         r["run --rm true (ms)"] = xs
         time.sleep(3.0)  # idle: wharfd gives back its start-up pages after 2 s
-        r["daemon idle RSS (MiB)"] = [rss_kib(dm.p.pid) / 1024]
+        r["daemon idle RSS after a pull and runs (MiB)"] = [rss_kib(dm.p.pid) / 1024]
 
         t0 = time.perf_counter()
         for i in range(N_SEQ):
