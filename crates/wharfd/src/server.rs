@@ -146,6 +146,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     drop(health_reporter); // "" is SERVING by default.
     Server::builder()
+        // HTTP/2's default 64 KiB windows make a 1 MiB Content/Write chunk wait for a dozen
+        // window updates; larger windows let a chunk arrive in one go.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .trace_fn(|req| tracing::trace_span!("grpc", method = %req.uri().path()))
         .add_service(health)
         .add_service(version::version_server::VersionServer::new(VersionService))

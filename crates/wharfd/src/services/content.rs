@@ -333,23 +333,24 @@ fn ingest_loop(
                 return fail(Status::invalid_argument("offset must not be negative"));
             }
             // The common case, a WRITE continuing where the last one ended, is pipelined: the
-            // client gets its answer (offset and digest, after hashing) before the bytes go to
-            // disk, so the disk write overlaps its next chunk. A failed write fails the stream
-            // at its next message, and nothing unverified is ever committed.
+            // client gets its answer (the new offset) before the bytes are hashed and written,
+            // so that work overlaps the client sending its next chunk (ctr waits for each
+            // answer). Such answers carry no digest (containerd's clients keep the last one they
+            // got; STAT and COMMIT answers have it). A failed write fails the stream at its next
+            // message, and nothing unverified is ever committed.
             if action == pb::WriteAction::Write as i32
                 && !req.data.is_empty()
                 && req.offset as u64 == w.offset()
             {
-                w.absorb(&req.data);
                 let st = w.status();
                 resp.started_at = ts(st.started_at);
-                resp.updated_at = ts(st.updated_at);
-                resp.offset = st.offset as i64;
+                resp.updated_at = ts(std::time::SystemTime::now());
+                resp.offset = (st.offset + req.data.len() as u64) as i64;
                 resp.total = total as i64;
-                resp.digest = w.digest().to_string();
                 if tx.blocking_send(Ok(resp)).is_err() {
                     break;
                 }
+                w.absorb(&req.data);
                 if let Err(e) = w.persist(&req.data) {
                     return fail(to_status(e));
                 }
