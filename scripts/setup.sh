@@ -15,6 +15,7 @@ packages=(
   apache2-utils        # htpasswd for registry auth tests
   openssl              # certificates for the HTTPS registry tests
   iproute2 e2fsprogs util-linux mount
+  procps bsdutils      # pgrep and script(1) in the shim tests
 )
 
 missing=()
