@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Daemon-side pull benchmark (wharf-distribution): pulls by the `pull` example of
-crates/distribution (resolve, fetch, apply while downloading, commit) side by side with
-`ctr images pull` against Debian's containerd 1.6, each into a fresh ext4 loop filesystem, for
-two images from a local docker-registry: bench/pull.py's ~120 MB one-layer rootfs, and 20 layers
-of ~1 MB. Also measures the limits of the big one: download alone and gunzip alone.
+"""Daemon-side pull benchmark: `wharf pull` (wharfd's Transfer service: resolve, fetch, apply
+while downloading, commit) side by side with `ctr images pull` against Debian's containerd 1.6
+(which pulls client-side), each daemon on a fresh ext4 loop filesystem, for two images from a
+local docker-registry: bench/pull.py's ~120 MB one-layer rootfs, and 20 layers of ~1 MB. Also
+measures the limits of the big one: download alone and gunzip alone.
 
-Run as root from the repository: `python3 bench/dist_pull.py` (RUNS, TARGET_MB as in pull.py).
-The example is a dev build (workspace crates unoptimised, dependencies at opt-level 2).
+Run as root from the repository: `python3 bench/dist_pull.py` (RUNS, TARGET_MB as in pull.py;
+builds wharfd and wharf in release mode).
 """
 import gzip
 import io
@@ -23,6 +23,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull as b  # noqa: E402  (image, registry, loop filesystem and daemon helpers)
+from common import emit  # noqa: E402
 
 
 def small_layers(n=20, size=1 << 20):
@@ -76,15 +77,14 @@ def timed_pull(kind, exe, base, ref):
     d = tempfile.mkdtemp(dir=base)
     fs = b.LoopFs(d)
     try:
-        if kind == "wharf-distribution":
-            t0 = time.perf_counter()
-            subprocess.run([exe, fs.mnt, ref], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            return time.perf_counter() - t0
-        p, sock = b.run_daemon("containerd", fs.mnt)
+        p, sock = b.run_daemon("wharf" if kind == "wharf" else "containerd", fs.mnt)
         try:
+            if kind == "wharf":
+                cmd = [exe, "--address", sock, "-n", "bench", "pull", ref]
+            else:
+                cmd = ["ctr", "--address", sock, "-n", "bench", "images", "pull", "--plain-http", ref]
             t0 = time.perf_counter()
-            subprocess.run(["ctr", "--address", sock, "-n", "bench", "images", "pull", "--plain-http", ref],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return time.perf_counter() - t0
         finally:
             p.terminate()
@@ -97,9 +97,9 @@ def timed_pull(kind, exe, base, ref):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    subprocess.run(["cargo", "build", "-p", "wharf-distribution", "--example", "pull"], cwd=b.REPO, check=True)
-    exe = os.path.join(b.REPO, "target/debug/examples/pull")
-    kinds = ["wharf-distribution"] + (["containerd"] if shutil.which("containerd") else [])
+    subprocess.run(["cargo", "build", "--release", "-p", "wharfd", "-p", "wharf"], cwd=b.REPO, check=True)
+    exe = os.path.join(b.REPO, "target/release/wharf")
+    kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
     base = tempfile.mkdtemp(prefix="wharf-dist-pull-", dir="/var/tmp")
     port = b.free_port()
     with open(f"{base}/reg.yml", "w") as f:
@@ -143,12 +143,16 @@ def main():
     print(f"big, gunzip alone:     {med(gun):.2f} s")
     for (image, k), t in res.items():
         print(f"{image:<5} {k:<19} {med(t):.2f} s  (min {min(t):.2f}, max {max(t):.2f})")
-    big = med(res[("big", "wharf-distribution")])
-    print(f"big: wharf-distribution / max(download, gunzip): {big / max(med(dl), med(gun)):.2f}x")
+    big = med(res[("big", "wharf")])
+    limit = max(med(dl), med(gun))
+    print(f"big: wharf pull / max(download, gunzip): {big / limit:.2f}x")
     if "containerd" in kinds:
         for image in ["big", "small"]:
-            w, c = med(res[(image, "wharf-distribution")]), med(res[(image, "containerd")])
-            print(f"{image}: containerd / wharf-distribution: {c / w:.1f}x")
+            w, c = med(res[(image, "wharf")]), med(res[(image, "containerd")])
+            print(f"{image}: containerd / wharf pull: {c / w:.1f}x")
+    emit("daemon-side pull (wharf pull vs ctr pull), 129 MiB image (s)", res[("big", "wharf")],
+         res.get(("big", "containerd")), f"limit max(download, gunzip) = {limit:.2f} s")
+    emit("daemon-side pull, 20 layers x 1 MiB (s)", res[("small", "wharf")], res.get(("small", "containerd")))
 
 
 if __name__ == "__main__":
