@@ -661,3 +661,76 @@ fn binary_name_option_runs_the_container_with_runc() {
         cgroup_dirs("test/rb1")
     );
 }
+
+/// Container processes start with every signal at its default action (the shim ignores SIGPIPE
+/// itself): `yes | head -1` ends quietly, as under runc, for the init and for exec'd processes.
+#[test]
+fn container_processes_get_default_signal_dispositions() {
+    let (_reg, w, r) = setup();
+    let sigign = |out: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        RT,
+        "--rm",
+        &r,
+        "sg1",
+        "cat",
+        "/proc/self/status",
+    ]);
+    let pipe_bit = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(
+        sigign(&out) & pipe_bit,
+        0,
+        "SIGPIPE ignored in the container: {out}"
+    );
+    let out = w.ctr(&[
+        "-n",
+        "test",
+        "run",
+        "--runtime",
+        RT,
+        "--rm",
+        &r,
+        "sg2",
+        "sh",
+        "-c",
+        "yes | head -1; echo done",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "y\ndone");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Broken pipe"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_d(&w, &r, "sg3", &["sleep", "1000"]);
+    wait_status(&w, "sg3", "RUNNING");
+    let out = w.ctr_ok(&[
+        "-n",
+        "test",
+        "tasks",
+        "exec",
+        "--exec-id",
+        "s1",
+        "sg3",
+        "cat",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        sigign(&out) & pipe_bit,
+        0,
+        "SIGPIPE ignored in an exec: {out}"
+    );
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "sg3"]);
+    wait_status(&w, "sg3", "STOPPED");
+    w.ctr_ok(&["-n", "test", "tasks", "rm", "sg3"]);
+    w.ctr_ok(&["-n", "test", "containers", "rm", "sg3"]);
+}

@@ -37,6 +37,38 @@ pub struct Runc {
     pub systemd_cgroup: bool,
 }
 
+/// libcontainer's default executor, after putting every signal back to its default action:
+/// the shim ignores SIGPIPE (and inherits other ignored signals), and ignored signals survive
+/// execve, so without this a container's `yes | head -1` would see EPIPE instead of dying of
+/// SIGPIPE as it does under runc.
+#[derive(Clone)]
+struct DefaultSignals;
+
+impl libcontainer::workload::Executor for DefaultSignals {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // SAFETY: resetting dispositions in the single-threaded container init, just
+                // before it execs the workload.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+}
+
 /// Name of the file in the runtime root recording the runc binary (for `delete` after a crash).
 pub const RUNC_BINARY_FILE: &str = "runc-binary";
 
@@ -57,6 +89,7 @@ fn full_error(e: &dyn std::error::Error) -> String {
 impl Builtin {
     fn builder(&self, io: ProcIo) -> Result<ContainerBuilder, String> {
         let mut b = ContainerBuilder::new(self.id.clone(), SyscallType::default())
+            .with_executor(DefaultSignals)
             .with_root_path(&self.root)
             .map_err(|e| format!("runtime root: {}", full_error(&e)))?;
         if let Some(p) = io.console_socket {
