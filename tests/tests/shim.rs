@@ -734,3 +734,42 @@ fn container_processes_get_default_signal_dispositions() {
     w.ctr_ok(&["-n", "test", "tasks", "rm", "sg3"]);
     w.ctr_ok(&["-n", "test", "containers", "rm", "sg3"]);
 }
+
+/// `[runtime.shims]` maps a runtime name to a shim: with ctr's default name mapped to wharf's
+/// shim, a plain `ctr run` (no --runtime) runs on it.
+#[test]
+fn configured_shim_for_ctrs_default_runtime() {
+    let (_reg, mut w, r) = setup();
+    std::fs::write(
+        w.dir.path().join("config.toml"),
+        "[runtime.shims]\n\"io.containerd.runc.v2\" = \"containerd-shim-wharf-v2\"\n",
+    )
+    .unwrap();
+    w.kill();
+    w.spawn().unwrap();
+    w.ctr_ok(&["-n", "test", "run", "-d", &r, "al1", "sleep", "1000"]);
+    wait_status(&w, "al1", "RUNNING");
+    assert_eq!(
+        shim_pids("al1").len(),
+        1,
+        "wharf's shim serves ctr's default runtime"
+    );
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "al1"]);
+    wait_status(&w, "al1", "STOPPED");
+    w.ctr_ok(&["-n", "test", "tasks", "rm", "al1"]);
+    w.ctr_ok(&["-n", "test", "containers", "rm", "al1"]);
+    // A configured shim that does not exist is a clear NotFound, and nothing is left.
+    std::fs::write(
+        w.dir.path().join("config.toml"),
+        "[runtime.shims]\n\"io.containerd.runc.v2\" = \"/nonexistent/shim\"\n",
+    )
+    .unwrap();
+    w.kill();
+    w.spawn().unwrap();
+    let err = w.ctr_err(&["-n", "test", "run", "--rm", &r, "al2", "true"]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!w
+        .state
+        .join("io.containerd.runtime.v2.task/test/al2")
+        .exists());
+}

@@ -38,6 +38,8 @@ pub struct Manager {
     logs: std::sync::Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
     /// Where shims that died are reported (namespace, id), for the daemon's exit events.
     deaths: std::sync::Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
+    /// Configured shim binaries by runtime name (before containerd's naming rule).
+    shim_overrides: std::collections::BTreeMap<String, String>,
 }
 
 /// `io.containerd.runc.v2` → `containerd-shim-runc-v2`.
@@ -110,6 +112,35 @@ impl Manager {
             shims: Mutex::new(HashMap::new()),
             logs: std::sync::Mutex::new(HashMap::new()),
             deaths: std::sync::Mutex::new(None),
+            shim_overrides: Default::default(),
+        }
+    }
+
+    /// Shim binaries for runtime names, from the configuration (absolute paths, or names looked
+    /// up as containerd's shims are).
+    pub fn with_shims(mut self, shims: std::collections::BTreeMap<String, String>) -> Manager {
+        self.shim_overrides = shims;
+        self
+    }
+
+    /// The shim binary for a runtime name: a configured one, else containerd's naming rule.
+    fn shim_binary(&self, runtime: &str) -> Result<PathBuf> {
+        match self.shim_overrides.get(runtime) {
+            Some(b) if Path::new(b).is_absolute() => {
+                let p = PathBuf::from(b);
+                if p.is_file() {
+                    Ok(p)
+                } else {
+                    Err(Error::NotFound(format!(
+                        "runtime {runtime}: configured shim {b} does not exist"
+                    )))
+                }
+            }
+            Some(b) if !b.is_empty() && !b.contains('/') => find_binary(b),
+            Some(b) => Err(Error::InvalidArgument(format!(
+                "runtime {runtime}: configured shim {b:?} must be a file name or an absolute path"
+            ))),
+            None => find_binary(&shim_binary_name(runtime)?),
         }
     }
 
@@ -205,7 +236,7 @@ impl Manager {
         if self.shims.lock().await.contains_key(&key) {
             return Err(Error::AlreadyExists(format!("task {}", t.id)));
         }
-        let binary = find_binary(&shim_binary_name(&t.runtime)?)?;
+        let binary = self.shim_binary(&t.runtime)?;
         let bundle = Bundle::create(&self.state, &self.root, &t.namespace, &t.id, &t.spec)?;
         std::fs::write(
             bundle.path.join("shim-binary-path"),

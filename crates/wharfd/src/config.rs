@@ -19,6 +19,17 @@ pub struct Config {
     pub log_level: String,
     pub grpc: Grpc,
     pub registry: Registry,
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Shim binary per runtime name, overriding containerd's naming rule
+    /// (`io.containerd.runc.v2` → `containerd-shim-runc-v2`). ctr always asks for
+    /// `io.containerd.runc.v2`; mapping it to `containerd-shim-wharf-v2` makes plain `ctr run`
+    /// use wharf's shim. A bare name is looked up next to wharfd, then in PATH.
+    pub shims: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +65,7 @@ impl Default for Config {
             log_level: "info".into(),
             grpc: Grpc::default(),
             registry: Registry::default(),
+            runtime: Runtime::default(),
         }
     }
 }

@@ -72,7 +72,8 @@ impl Daemon {
         // Mounts left by a crash mid-apply: unmount and remove.
         cleanup_tmp_mounts(&tmp_mounts);
         let runtime =
-            wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address);
+            wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address)
+                .with_shims(config.runtime.shims.clone());
         Ok(Arc::new(Daemon {
             registry_config_path: config.registry.config_path.clone(),
             runtime,
