@@ -23,7 +23,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull as b  # noqa: E402  (image, registry, loop filesystem and daemon helpers)
-from common import emit  # noqa: E402
+from common import emit, start_registry  # noqa: E402
 
 
 def small_layers(n=20, size=1 << 20):
@@ -101,21 +101,9 @@ def main():
     exe = os.path.join(b.REPO, "target/release/wharf")
     kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
     base = tempfile.mkdtemp(prefix="wharf-dist-pull-", dir="/var/tmp")
-    port = b.free_port()
-    with open(f"{base}/reg.yml", "w") as f:
-        f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
-                f"    rootdirectory: {base}/reg\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    reg = subprocess.Popen(["docker-registry", "serve", f"{base}/reg.yml"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    host = f"127.0.0.1:{port}"
+    reg, host = start_registry(base)
     res = {}
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://{host}/v2/")
-                break
-            except Exception:
-                time.sleep(0.05)
         raw, gz = b.build_layer()
         layer = b.push(host, "big", raw, gz)
         push_layers(host, "small", small_layers())

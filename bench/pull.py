@@ -7,12 +7,10 @@ down with every create/delete cycle). Also measures the limits: download alone a
 Run as root from the repository: `python3 bench/pull.py`.
 """
 import gzip
-import hashlib
 import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,23 +20,11 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit  # noqa: E402
+from common import LoopFs, emit, sha, start_registry, wait_socket  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "5"))
 TARGET_MB = int(os.environ.get("TARGET_MB", "120"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def sha(b):
-    return "sha256:" + hashlib.sha256(b).hexdigest()
 
 
 def build_layer():
@@ -89,35 +75,6 @@ def push(host, repo, raw, gz):
     return sha(gz)
 
 
-def wait_socket(path, proc):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("daemon exited")
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(path)
-            s.close()
-            return
-        except OSError:
-            time.sleep(0.002)
-    raise RuntimeError("daemon did not start")
-
-
-class LoopFs:
-    def __init__(self, base):
-        self.img = os.path.join(base, "fs.img")
-        self.mnt = os.path.join(base, "mnt")
-        os.makedirs(self.mnt, exist_ok=True)
-        subprocess.run(["truncate", "-s", "3G", self.img], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", self.img], check=True)
-        subprocess.run(["mount", "-o", "loop", self.img, self.mnt], check=True)
-
-    def close(self):
-        subprocess.run(["umount", "-l", self.mnt])
-        os.unlink(self.img)
-
-
 def run_daemon(kind, d):
     sock = os.path.join(d, "d.sock")
     if kind == "wharf":
@@ -141,20 +98,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-p", "wharfd"], cwd=REPO, check=True)
     kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
     base = tempfile.mkdtemp(prefix="wharf-pull-", dir="/var/tmp")
-    port = free_port()
-    with open(f"{base}/reg.yml", "w") as f:
-        f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
-                f"    rootdirectory: {base}/reg\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    reg = subprocess.Popen(["docker-registry", "serve", f"{base}/reg.yml"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    host = f"127.0.0.1:{port}"
+    reg, host = start_registry(base)
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://{host}/v2/")
-                break
-            except Exception:
-                time.sleep(0.05)
         raw, gz = build_layer()
         layer = push(host, "big", raw, gz)
         print(f"image: {len(raw) / 2**20:.0f} MiB uncompressed, {len(gz) / 2**20:.0f} MiB gzip")

@@ -12,10 +12,8 @@ share from the shim's.
 Run as root from the repository: `python3 bench/run.py` (builds wharf in release mode).
 RUNS (default 15) sets the number of `run --rm` samples per daemon.
 """
-import hashlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +27,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import busybox_image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit  # noqa: E402
+from common import LoopFs, emit, sha, start_registry, wait_socket  # noqa: E402
 RUNS = int(os.environ.get("RUNS", "15"))
 N_SEQ = int(os.environ.get("N_SEQ", "50"))
 N_CONC = int(os.environ.get("N_CONC", "20"))
@@ -37,18 +35,6 @@ WHARF_RT = "io.containerd.wharf.v2"
 RUNC_RT = "io.containerd.runc.v2"
 # (label, daemon, runtime)
 SETUPS = [("wharf", "wharf", WHARF_RT), ("containerd+runc", "containerd", RUNC_RT), ("wharf+runc", "wharf", RUNC_RT)]
-
-
-def sha(b):
-    return "sha256:" + hashlib.sha256(b).hexdigest()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def push(host, repo):
@@ -68,21 +54,6 @@ def push(host, repo):
     blob(cfg)
     urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/manifests/latest", data=man, method="PUT",
                                                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
-
-
-def wait_socket(path, proc, timeout=20.0):
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("daemon exited")
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(path)
-            s.close()
-            return
-        except OSError:
-            time.sleep(0.0005)
-    raise RuntimeError("daemon did not start")
 
 
 def rss_kib(pid):
@@ -120,20 +91,6 @@ def shims_of(sock):
         if args and b"containerd-shim" in args[0] and sock.encode() in args:
             out.append(int(pid))
     return out
-
-
-class LoopFs:
-    def __init__(self, base):
-        self.img = os.path.join(base, "fs.img")
-        self.mnt = os.path.join(base, "mnt")
-        os.makedirs(self.mnt, exist_ok=True)
-        subprocess.run(["truncate", "-s", "2G", self.img], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", self.img], check=True)
-        subprocess.run(["mount", "-o", "loop", self.img, self.mnt], check=True)
-
-    def close(self):
-        subprocess.run(["umount", "-l", self.mnt])
-        os.unlink(self.img)
 
 
 class Daemon:
@@ -186,7 +143,7 @@ def running(dm, ids):
 
 def bench_setup(label, kind, rt, host, base, res):
     d = tempfile.mkdtemp(dir=base)
-    fs = LoopFs(d)
+    fs = LoopFs(d, "2G")
     dm = Daemon(kind, fs.mnt)
     r = res.setdefault(label, {})
     try:
@@ -291,21 +248,9 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-p", "wharfd", "-p", "wharf-shim"], cwd=REPO, check=True)
     setups = [s for s in SETUPS if s[1] == "wharf" or shutil.which("containerd")]
     base = tempfile.mkdtemp(prefix="wharf-run-", dir="/var/tmp")
-    port = free_port()
-    with open(f"{base}/reg.yml", "w") as f:
-        f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
-                f"    rootdirectory: {base}/reg\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    reg = subprocess.Popen(["docker-registry", "serve", f"{base}/reg.yml"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    host = f"127.0.0.1:{port}"
+    reg, host = start_registry(base)
     res = {}
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://{host}/v2/")
-                break
-            except Exception:
-                time.sleep(0.05)
         push(host, "busybox")
         for label, kind, rt in setups:
             bench_setup(label, kind, rt, host, base, res)
