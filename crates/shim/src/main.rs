@@ -12,6 +12,7 @@ mod daemon;
 mod delete;
 mod engine;
 mod events;
+mod logfile;
 mod process;
 mod reaper;
 mod service;

@@ -23,6 +23,8 @@ pub struct Process {
     pub exited: watch::Sender<bool>,
     /// Output FIFO read ends kept open while the process lives.
     pub keep: Vec<OwnedFd>,
+    /// Disconnects when the log copiers of a formatted `file://` log have drained the output.
+    pub drained: Option<std::sync::mpsc::Receiver<()>>,
     pub console: Option<OwnedFd>,
     pub tty: Option<TtyCopy>,
     /// An exec'd process's OCI Process spec, written by Exec, used by Start.
@@ -40,6 +42,7 @@ impl Process {
             stdio,
             exited: watch::channel(false).0,
             keep: Vec::new(),
+            drained: None,
             console: None,
             tty: None,
             spec_path: None,

@@ -114,6 +114,7 @@ impl Service {
 
     /// Called by the reaper for every child that ended.
     pub fn process_exited(&self, pid: i32, status: u32) {
+        self.drain_logs(pid);
         let mut inner = self.lock();
         let proc = match inner.init.as_mut() {
             Some(p) if p.pid == pid && p.status != Status::STOPPED => Some(p),
@@ -150,6 +151,23 @@ impl Service {
         }
         tracing::debug!(pid, status, "process exited");
         self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
+    }
+
+    /// Lets the log copiers of `pid` write the last of its output before its exit is published,
+    /// so a client reading the log after Wait sees everything. Bounded: a daemonized child that
+    /// keeps the pipe open must not hold the exit back.
+    fn drain_logs(&self, pid: i32) {
+        let rx = {
+            let mut inner = self.lock();
+            let Inner { init, execs, .. } = &mut *inner;
+            init.iter_mut()
+                .chain(execs.values_mut())
+                .find(|p| p.pid == pid && p.status != Status::STOPPED)
+                .and_then(|p| p.drained.take())
+        };
+        if let Some(rx) = rx {
+            let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+        }
     }
 
     /// Records a new pid, taking an exit the reaper saw before the pid was known.
@@ -356,6 +374,7 @@ impl Task for Service {
                 io.stdout = o.stdout;
                 io.stderr = o.stderr;
                 proc.keep = o.keep;
+                proc.drained = o.drained;
                 None
             };
             proc.pid = engine
@@ -482,6 +501,7 @@ impl Task for Service {
         let stdio_paths = p.stdio.clone();
         let mut io = ProcIo::default();
         let mut keep = Vec::new();
+        let mut drained = None;
         let console = if stdio_paths.terminal {
             let c = ConsoleSocket::new(self.console_path(seq))
                 .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
@@ -494,6 +514,7 @@ impl Task for Service {
             io.stdout = o.stdout;
             io.stderr = o.stderr;
             keep = o.keep;
+            drained = o.drained;
             None
         };
         let pid = inner
@@ -507,6 +528,7 @@ impl Task for Service {
             .get_mut(&req.exec_id)
             .ok_or_else(|| not_found(&format!("process {}", req.exec_id)))?;
         p.keep = keep;
+        p.drained = drained;
         p.pid = pid;
         p.status = Status::RUNNING;
         if let Some(c) = console {

@@ -14,7 +14,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use std::sync::{mpsc, Arc, Mutex};
+
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+use crate::logfile;
 
 #[derive(Clone, Debug, Default)]
 pub struct Paths {
@@ -32,6 +36,44 @@ pub struct Opened {
     pub stderr: Option<OwnedFd>,
     /// Read ends of output FIFOs held open for the life of the process.
     pub keep: Vec<OwnedFd>,
+    /// Disconnects once every log copier has written all it read (formatted `file://` logs).
+    pub drained: Option<mpsc::Receiver<()>>,
+}
+
+/// Formatted log sinks opened for one process: stdout and stderr share a file when their URIs
+/// are equal.
+#[derive(Default)]
+struct Logs {
+    sinks: Vec<(String, Arc<Mutex<logfile::Sink>>)>,
+    done: Option<mpsc::Sender<()>>,
+    drained: Option<mpsc::Receiver<()>>,
+}
+
+impl Logs {
+    /// The pipe write end for `stream` if `uri` asks for a formatted log.
+    fn output(&mut self, uri: &str, stream: &'static str) -> std::io::Result<Option<OwnedFd>> {
+        let Some(parsed) = logfile::LogUri::parse(uri)? else {
+            return Ok(None);
+        };
+        let sink = match self.sinks.iter().find(|(u, _)| u == uri) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = logfile::Sink::open(parsed)?;
+                self.sinks.push((uri.to_string(), s.clone()));
+                s
+            }
+        };
+        let done = match &self.done {
+            Some(d) => d.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel();
+                self.drained = Some(rx);
+                self.done = Some(tx.clone());
+                tx
+            }
+        };
+        logfile::stream(sink, stream, done).map(Some)
+    }
 }
 
 fn clear_nonblock(fd: RawFd) -> std::io::Result<()> {
@@ -108,7 +150,24 @@ fn open_input(path: &str) -> std::io::Result<OwnedFd> {
 pub fn open(p: &Paths) -> std::io::Result<Opened> {
     let mut o = Opened::default();
     o.stdin = Some(open_input(&p.stdin)?);
+    let mut logs = Logs::default();
+    if let Some(out) = logs.output(&p.stdout, "stdout")? {
+        o.stdout = Some(out);
+        o.stderr = Some(match logs.output(&p.stderr, "stderr")? {
+            Some(err) => err,
+            None => open_output(&p.stderr, &mut o.keep)?,
+        });
+        logs.done.take();
+        o.drained = logs.drained.take();
+        return Ok(o);
+    }
     o.stdout = Some(open_output(&p.stdout, &mut o.keep)?);
+    if let Some(err) = logs.output(&p.stderr, "stderr")? {
+        o.stderr = Some(err);
+        logs.done.take();
+        o.drained = logs.drained.take();
+        return Ok(o);
+    }
     o.stderr = Some(
         if p.stderr.is_empty() || p.stderr == p.stdout && !p.stdout.is_empty() {
             match &o.stdout {
@@ -179,8 +238,11 @@ pub struct TtyCopy {
 impl TtyCopy {
     pub fn start(master: &OwnedFd, p: &Paths) -> std::io::Result<TtyCopy> {
         let mut keep = Vec::new();
+        let mut logs = Logs::default();
         let out: File = if p.stdout.is_empty() {
             File::from(null(true)?)
+        } else if let Some(w) = logs.output(&p.stdout, "stdout")? {
+            File::from(w)
         } else {
             File::from(open_output(&p.stdout, &mut keep)?)
         };
