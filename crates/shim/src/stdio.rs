@@ -148,8 +148,10 @@ fn open_input(path: &str) -> std::io::Result<OwnedFd> {
 
 /// Opens the FIFOs for a process without a terminal.
 pub fn open(p: &Paths) -> std::io::Result<Opened> {
-    let mut o = Opened::default();
-    o.stdin = Some(open_input(&p.stdin)?);
+    let mut o = Opened {
+        stdin: Some(open_input(&p.stdin)?),
+        ..Default::default()
+    };
     let mut logs = Logs::default();
     if let Some(out) = logs.output(&p.stdout, "stdout")? {
         o.stdout = Some(out);
