@@ -10,7 +10,7 @@ packages=(
   busybox-static       # test images are built from /bin/busybox
   docker-registry      # the real registry tests push to and pull from
   containerd runc      # Debian's ctr is the reference client; containerd/runc for side-by-side tests
-  containernetworking-plugins
+  containernetworking-plugins iptables  # CNI plugins for crates/network; its tests read iptables-save
   skopeo
   apache2-utils        # htpasswd for registry auth tests
   openssl              # certificates for the HTTPS registry tests
