@@ -17,5 +17,6 @@ pub mod memory;
 pub mod metadata;
 pub mod mount;
 pub mod snapshots;
+pub mod spec;
 
 pub use error::{Error, Result};
