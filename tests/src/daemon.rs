@@ -13,6 +13,8 @@ pub struct Wharfd {
     pub state: PathBuf,
     pub socket: PathBuf,
     gc_runs_before: usize,
+    /// The test network's bridge (deleted on drop) when started with [`Wharfd::start_networked`].
+    pub bridge: Option<String>,
 }
 
 impl Wharfd {
@@ -31,9 +33,69 @@ impl Wharfd {
             state,
             socket,
             gc_runs_before: 0,
+            bridge: None,
         };
         w.spawn()?;
         Ok(w)
+    }
+
+    /// Starts wharfd with a network of its own for CLI-run containers: a unique bridge and
+    /// /24 subnet, so tests running side by side never share addresses.
+    pub fn start_networked() -> Result<Wharfd> {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-test-")
+            .tempdir_in("/var/tmp")?;
+        let r: u32 = rand_u32();
+        let bridge = format!("wt{:06x}", r & 0xff_ffff);
+        let subnet = format!("10.{}.{}.0/24", 100 + (r >> 24) % 100, (r >> 8) % 256);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[network]\nname = \"{bridge}\"\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n"
+            ),
+        )?;
+        let mut w = Wharfd {
+            child: None,
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            socket: dir.path().join("state/wharfd.sock"),
+            dir,
+            gc_runs_before: 0,
+            bridge: Some(bridge),
+        };
+        w.spawn()?;
+        Ok(w)
+    }
+
+    /// Where the CLI run by [`Wharfd::wharf`] keeps its logs.
+    pub fn cli_root(&self) -> PathBuf {
+        self.dir.path().join("cli")
+    }
+
+    /// Runs the `wharf` CLI against this daemon (namespace `default`).
+    pub fn wharf(&self, args: &[&str]) -> Output {
+        Command::new(crate::bin("wharf"))
+            .args(args)
+            .env("WHARF_ADDRESS", &self.socket)
+            .env("WHARF_DATA_ROOT", self.cli_root())
+            .env_remove("WHARF_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wharf")
+    }
+
+    /// Runs `wharf ARGS`, asserting success; returns stdout.
+    pub fn wharf_ok(&self, args: &[&str]) -> String {
+        let out = self.wharf(args);
+        assert!(
+            out.status.success(),
+            "wharf {args:?} failed ({}): {}{}\n--- wharfd log tail ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Starts wharfd again on the same directories (after [`kill`](Self::kill) or a stop).
@@ -299,10 +361,24 @@ pub fn kill_shims_of(socket: &Path) {
     }
 }
 
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    u32::from_le_bytes(b) ^ std::process::id()
+}
+
 impl Drop for Wharfd {
     fn drop(&mut self) {
         self.kill();
         kill_shims_of(&self.socket);
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", b])
+                .stderr(Stdio::null())
+                .status();
+        }
         // Unmount anything a failed test left under our directory before it is removed.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
             let base = self.dir.path().to_string_lossy().to_string();

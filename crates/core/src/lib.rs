@@ -13,6 +13,7 @@ pub mod events;
 pub mod filters;
 pub mod identifiers;
 pub mod images;
+pub mod labels;
 pub mod memory;
 pub mod metadata;
 pub mod mount;

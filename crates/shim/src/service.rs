@@ -259,8 +259,11 @@ fn unmount_rootfs(rootfs: &Path) {
     }
 }
 
-/// Loads the bundle's spec and fills in the cgroups path containerd's clients normally set.
-fn prepare_spec(bundle: &Path, ns: &str, id: &str) -> Res<(Spec, PathBuf)> {
+/// Loads the bundle's spec and fills in the cgroups path containerd's clients normally set. For
+/// the built-in runtime, masked-compare seccomp arguments are rewritten into libcontainer's
+/// reading of them (see `wharf_core::spec::seccomp::libcontainer_compat`), and an explicit
+/// `noNewPrivileges: false` is dropped.
+fn prepare_spec(bundle: &Path, ns: &str, id: &str, builtin: bool) -> Res<(Spec, PathBuf)> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).map_err(|e| {
         err(
@@ -282,19 +285,43 @@ fn prepare_spec(bundle: &Path, ns: &str, id: &str) -> Res<(Spec, PathBuf)> {
             ),
         ));
     }
-    let current = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-    let cg = match current {
+    let mut changed = false;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let cg = match linux.cgroups_path().clone() {
         Some(p) => p,
         None => {
             let p = PathBuf::from(format!("/{ns}/{id}"));
-            let mut linux = spec.linux().clone().unwrap_or_default();
             linux.set_cgroups_path(Some(p.clone()));
-            spec.set_linux(Some(linux));
-            spec.save(&path)
-                .map_err(|e| err(Code::INTERNAL, format!("save OCI spec: {e}")))?;
+            changed = true;
             p
         }
     };
+    if builtin {
+        if let Some(sc) = linux.seccomp().as_ref() {
+            let fixed = wharf_core::spec::seccomp::libcontainer_compat(sc);
+            if &fixed != sc {
+                linux.set_seccomp(Some(fixed));
+                changed = true;
+            }
+        }
+    }
+    // libcontainer reads `noNewPrivileges: false` like `true` when ordering seccomp (it loads
+    // the filter after dropping capabilities, without the bit set, and the load fails): an
+    // explicit false means the same as none.
+    if builtin {
+        if let Some(mut p) = spec.process().clone() {
+            if p.no_new_privileges() == Some(false) {
+                p.set_no_new_privileges(None);
+                spec.set_process(Some(p));
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        spec.set_linux(Some(linux));
+        spec.save(&path)
+            .map_err(|e| err(Code::INTERNAL, format!("save OCI spec: {e}")))?;
+    }
     Ok((spec, cg))
 }
 
@@ -347,7 +374,9 @@ impl Task for Service {
             inner.rootfs = Some(rootfs.clone());
         }
         let result = (|| {
-            let (spec, cg_path) = prepare_spec(&bundle, &self.namespace, &self.id)?;
+            let mut engine = self.engine(req.options.as_ref())?;
+            let builtin = matches!(engine, crate::engine::Engine::Builtin(_));
+            let (spec, cg_path) = prepare_spec(&bundle, &self.namespace, &self.id, builtin)?;
             let terminal = spec
                 .process()
                 .as_ref()
@@ -360,7 +389,6 @@ impl Task for Service {
                 terminal || req.terminal,
             );
             let mut proc = Process::new("", paths.clone());
-            let mut engine = self.engine(req.options.as_ref())?;
             let mut io = ProcIo::default();
             let console = if terminal {
                 let c = ConsoleSocket::new(self.console_path(0))

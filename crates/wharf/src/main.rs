@@ -1,15 +1,26 @@
-//! wharf: the command line of the wharf runtime. It talks to wharfd over containerd's API only,
-//! like any containerd client. This first cut covers images (pull, push, ls) through the Transfer
-//! service; the run/ps/logs side comes with the CLI issue.
+//! wharf: the friendly command line of the wharf runtime. It talks to wharfd over containerd's
+//! API only, like any containerd client; it builds OCI specs itself with wharf-core's spec module
+//! (as nerdctl does) and leaves networking, logs and restarts to wharfd and the shim.
 
-use std::time::Instant;
+mod attach;
+mod client;
+mod containers;
+mod events;
+mod exec;
+mod images;
+mod logs;
+mod progress;
+mod run;
+mod stats;
+mod system;
+mod table;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use containerd_client::services::v1 as pb;
-use containerd_client::types::transfer as tt;
-use prost::Message;
-use tonic::Request;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use client::Client;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A friendly front end to wharfd")]
@@ -31,6 +42,14 @@ struct Cli {
         default_value = "default"
     )]
     namespace: String,
+    /// Where the CLI keeps container logs.
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_DATA_ROOT",
+        default_value = "/var/lib/wharf-cli"
+    )]
+    data_root: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +67,9 @@ enum Command {
         /// Directory of `<host>/hosts.toml` files (default: wharfd's [registry] config_path).
         #[arg(long)]
         hosts_dir: Option<String>,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Push an image to a registry (under its own name, or DESTINATION).
     Push {
@@ -57,171 +79,310 @@ enum Command {
         hosts_dir: Option<String>,
     },
     /// List images.
-    #[command(alias = "ls")]
     Images {
         /// Names only.
         #[arg(short, long)]
         quiet: bool,
+        /// table, json, or a template like '{{.Name}}'.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove images.
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Remove even if a container uses it.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Create a container and start it.
+    Run(run::RunArgs),
+    /// Create a container without starting it.
+    Create(run::RunArgs),
+    /// Start stopped or created containers.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop and start containers.
+    Restart {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        /// Also stopped and created ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Names only.
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Show a container's output.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, alias = "n")]
+        tail: Option<String>,
+        /// Only lines since a time (RFC 3339, unix time, or a duration like 10m).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Containers as JSON.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Processes of a container.
+    Top { container: String },
+    /// Live CPU, memory and pids of running containers.
+    Stats {
+        /// One sample, then exit.
+        #[arg(long)]
+        no_stream: bool,
+        containers: Vec<String>,
+    },
+    /// Events from wharfd.
+    Events {
+        /// containerd filters, e.g. 'topic~="/tasks/"'.
+        #[arg(long)]
+        filter: Vec<String>,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Namespaces.
+    #[command(subcommand, alias = "ns")]
+    Namespace(NamespaceCmd),
+    /// About wharfd and this host.
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Client and daemon versions.
+    Version,
+    /// Print shell completions (bash, zsh, fish).
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum NamespaceCmd {
+    #[command(alias = "list")]
+    Ls,
+    Create {
+        name: String,
+    },
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
-fn with_ns<T>(ns: &str, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert("containerd-namespace", v);
+#[derive(Subcommand)]
+enum SystemCmd {
+    Info,
+    Df,
+    /// Remove stopped containers (and with -a unused images).
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+    },
+}
+
+async fn dispatch(cli: Cli) -> Result<u8> {
+    if let Command::Completion { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
+        return Ok(0);
     }
-    r
-}
-
-fn any<M: Message>(name: &str, m: &M) -> prost_types::Any {
-    prost_types::Any {
-        type_url: format!("types.containerd.io/{name}"),
-        value: m.encode_to_vec(),
+    // Flags are checked before the daemon is reached, so bad input fails the same either way.
+    if let Command::Run(a) | Command::Create(a) = &cli.command {
+        run::validate(a)?;
     }
-}
-
-fn registry(reference: &str, hosts_dir: Option<String>) -> prost_types::Any {
-    any(
-        "containerd.types.transfer.OCIRegistry",
-        &tt::OciRegistry {
-            reference: reference.to_string(),
-            resolver: hosts_dir.map(|d| tt::RegistryResolver {
-                host_dir: d,
-                ..Default::default()
-            }),
-        },
-    )
-}
-
-fn platform(s: &str) -> Result<containerd_client::types::Platform> {
-    let mut parts = s.split('/');
-    let os = parts.next().filter(|p| !p.is_empty());
-    let arch = parts.next().filter(|p| !p.is_empty());
-    match (os, arch) {
-        (Some(os), Some(arch)) => Ok(containerd_client::types::Platform {
-            os: os.into(),
-            architecture: arch.into(),
-            variant: parts.next().unwrap_or("").into(),
-            ..Default::default()
-        }),
-        _ => anyhow::bail!("invalid platform {s:?}: want os/arch[/variant], e.g. linux/amd64"),
-    }
-}
-
-/// One readable line for a failed call, with a hint where there is one.
-fn explain(e: tonic::Status, address: &str, not_found: &str) -> anyhow::Error {
-    let hint = match e.code() {
-        tonic::Code::Unavailable => format!(" (is wharfd running on {address}?)"),
-        tonic::Code::NotFound => format!(" ({not_found})"),
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-            " (credentials come from ~/.docker/config.json)".into()
-        }
-        _ => String::new(),
-    };
-    anyhow::anyhow!("{}{hint}", e.message())
-}
-
-async fn run(cli: Cli) -> Result<()> {
-    let channel = containerd_client::connect(&cli.address)
-        .await
-        .with_context(|| format!("cannot reach wharfd at {} (is it running?)", cli.address))?;
-    let ns = cli.namespace.as_str();
+    let c = Client::connect(&cli.address, &cli.namespace).await?;
+    let root = cli.data_root.as_path();
     match cli.command {
         Command::Pull {
             reference,
-            platform: p,
+            platform,
             snapshotter,
             hosts_dir,
+            quiet,
         } => {
-            let platform = p.as_deref().map(platform).transpose()?;
-            let store = tt::ImageStore {
-                name: reference.clone(),
-                platforms: platform.iter().cloned().collect(),
-                unpacks: vec![tt::UnpackConfiguration {
-                    platform,
-                    snapshotter,
-                }],
-                ..Default::default()
-            };
-            let t0 = Instant::now();
-            eprintln!("pulling {reference} ...");
-            pb::transfer_client::TransferClient::new(channel)
-                .transfer(with_ns(
-                    ns,
-                    pb::TransferRequest {
-                        source: Some(registry(&reference, hosts_dir.clone())),
-                        destination: Some(any("containerd.types.transfer.ImageStore", &store)),
-                        options: None,
-                    },
-                ))
-                .await
-                .map_err(|e| explain(e, &cli.address, "check the reference and the registry"))?;
-            println!(
-                "{reference}: pulled and unpacked in {:.2}s",
-                t0.elapsed().as_secs_f64()
-            );
+            images::pull(
+                &c,
+                &reference,
+                platform.as_deref(),
+                &snapshotter,
+                hosts_dir,
+                quiet,
+            )
+            .await?
         }
         Command::Push {
             image,
             destination,
             hosts_dir,
+        } => images::push(&c, &image, destination, hosts_dir).await?,
+        Command::Images { quiet, format } => images::list(&c, quiet, format.as_deref()).await?,
+        Command::Rmi {
+            images: names,
+            force,
+        } => images::remove(&c, &names, force).await?,
+        Command::Tag { source, target } => images::tag(&c, &source, &target).await?,
+        Command::Run(a) => return run::run(&c, &a, root).await,
+        Command::Create(a) => println!("{}", run::create(&c, &a, root).await?),
+        Command::Start { containers: ids } => {
+            for id in ids {
+                containers::start(&c, &id).await?;
+                println!("{id}");
+            }
+        }
+        Command::Stop {
+            time,
+            containers: ids,
         } => {
-            let dest = destination.unwrap_or_else(|| image.clone());
-            let t0 = Instant::now();
-            pb::transfer_client::TransferClient::new(channel)
-                .transfer(with_ns(
-                    ns,
-                    pb::TransferRequest {
-                        source: Some(any(
-                            "containerd.types.transfer.ImageStore",
-                            &tt::ImageStore {
-                                name: image.clone(),
-                                ..Default::default()
-                            },
-                        )),
-                        destination: Some(registry(&dest, hosts_dir)),
-                        options: None,
-                    },
-                ))
-                .await
-                .map_err(|e| explain(e, &cli.address, "`wharf images` lists the local images"))?;
-            println!(
-                "{image} -> {dest}: pushed in {:.2}s",
-                t0.elapsed().as_secs_f64()
-            );
+            for id in ids {
+                containers::stop(&c, &id, time).await?;
+                println!("{id}");
+            }
         }
-        Command::Images { quiet } => {
-            let images = pb::images_client::ImagesClient::new(channel)
-                .list(with_ns(ns, pb::ListImagesRequest { filters: vec![] }))
-                .await
-                .map_err(|e| explain(e, &cli.address, "no such namespace?"))?
-                .into_inner()
-                .images;
-            if quiet {
-                for i in images {
-                    println!("{}", i.name);
+        Command::Restart {
+            time,
+            containers: ids,
+        } => {
+            for id in ids {
+                containers::stop(&c, &id, time).await?;
+                containers::start(&c, &id).await?;
+                println!("{id}");
+            }
+        }
+        Command::Kill {
+            signal,
+            containers: ids,
+        } => {
+            for id in ids {
+                containers::kill(&c, &id, &signal).await?;
+                println!("{id}");
+            }
+        }
+        Command::Rm {
+            force,
+            containers: ids,
+        } => {
+            let mut failed = false;
+            for id in ids {
+                match containers::remove(&c, &id, force, root).await {
+                    Ok(()) => println!("{id}"),
+                    Err(e) => {
+                        eprintln!("wharf: {e:#}");
+                        failed = true;
+                    }
                 }
-                return Ok(());
             }
-            let w = images
-                .iter()
-                .map(|i| i.name.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            println!("{:<w$}  DIGEST", "NAME");
-            for i in images {
-                let digest = i.target.map(|t| t.digest).unwrap_or_default();
-                let short = digest.strip_prefix("sha256:").unwrap_or(&digest);
-                println!("{:<w$}  sha256:{}", i.name, &short[..short.len().min(12)]);
+            if failed {
+                return Ok(1);
             }
         }
+        Command::Ps { all, quiet, format } => {
+            containers::ps(&c, all, quiet, format.as_deref()).await?
+        }
+        Command::Logs {
+            follow,
+            tail,
+            since,
+            timestamps,
+            container,
+        } => {
+            let tail = match tail.as_deref() {
+                None | Some("all") => None,
+                Some(n) => Some(
+                    n.parse()
+                        .map_err(|_| anyhow::anyhow!("--tail {n:?}: want a number or all"))?,
+                ),
+            };
+            let since = since.as_deref().map(logs::parse_since).transpose()?;
+            logs::logs(
+                &c,
+                &container,
+                logs::Options {
+                    follow,
+                    tail,
+                    since,
+                    timestamps,
+                },
+            )
+            .await?
+        }
+        Command::Exec(a) => return exec::exec(&c, &a).await,
+        Command::Inspect { containers: ids } => containers::inspect(&c, &ids).await?,
+        Command::Top { container } => containers::top(&c, &container).await?,
+        Command::Stats {
+            no_stream,
+            containers: ids,
+        } => stats::stats(&c, ids, no_stream).await?,
+        Command::Events { filter, format } => system::events(&c, filter, format.as_deref()).await?,
+        Command::Namespace(NamespaceCmd::Ls) => system::namespaces_ls(&c).await?,
+        Command::Namespace(NamespaceCmd::Create { name }) => {
+            system::namespaces_create(&c, &name).await?
+        }
+        Command::Namespace(NamespaceCmd::Rm { names }) => system::namespaces_rm(&c, &names).await?,
+        Command::System(SystemCmd::Info) => system::info(&c).await?,
+        Command::System(SystemCmd::Df) => system::df(&c).await?,
+        Command::System(SystemCmd::Prune { all }) => system::prune(&c, all, root).await?,
+        Command::Version => system::version(&c).await?,
+        Command::Completion { .. } => {}
     }
-    Ok(())
+    Ok(0)
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors are one line plus a hint, 125.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return std::process::ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid usage");
+            eprintln!("wharf: {}", first.trim_start_matches("error: "));
+            eprintln!("See 'wharf --help'.");
+            return std::process::ExitCode::from(125);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -232,12 +393,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(125);
         }
     };
-    match rt.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("wharf: {e:#}");
-            // docker's convention: 125 when the daemon or the request failed.
-            std::process::ExitCode::from(125)
+            // docker's convention: 125 when the daemon or the request failed; 126/127 when the
+            // container's command cannot be run or is not found.
+            let code = e
+                .downcast_ref::<run::ExitCode>()
+                .map(|c| c.0)
+                .unwrap_or(125);
+            std::process::ExitCode::from(code)
         }
     }
 }

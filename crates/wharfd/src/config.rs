@@ -20,6 +20,35 @@ pub struct Config {
     pub grpc: Grpc,
     pub registry: Registry,
     pub runtime: Runtime,
+    pub network: Network,
+}
+
+/// wharf's default network for containers the CLI runs (`--network bridge`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// CNI network name (also host-local's allocation directory name).
+    pub name: String,
+    /// The bridge device.
+    pub bridge: String,
+    /// IPv4 subnet; the bridge takes its first address as the gateway.
+    pub subnet: String,
+    /// Plugin directories, searched in order (default: /opt/cni/bin, then Debian's /usr/lib/cni).
+    pub cni_bin_dirs: Vec<String>,
+    /// Where CNI configurations live (used by the CRI service; the CLI's network is built in).
+    pub cni_conf_dir: PathBuf,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            name: "wharf".into(),
+            bridge: "wharf0".into(),
+            subnet: "10.88.0.0/16".into(),
+            cni_bin_dirs: Vec::new(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -66,6 +95,7 @@ impl Default for Config {
             grpc: Grpc::default(),
             registry: Registry::default(),
             runtime: Runtime::default(),
+            network: Network::default(),
         }
     }
 }

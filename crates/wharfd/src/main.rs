@@ -7,6 +7,8 @@ mod error;
 mod events;
 mod gc;
 mod namespace;
+mod network;
+mod restart;
 mod server;
 mod services;
 mod socket;
@@ -129,6 +131,14 @@ async fn serve(config: Config) -> Result<()> {
     for (ns, id, resp) in daemon.runtime.restore().await {
         publish_exit(&daemon, &ns, &id, resp.pid, resp.exit_status);
     }
+    // Networks whose task is gone (wharfd died between setting one up and starting the shim,
+    // or while deleting): release them.
+    for (ns, id) in daemon.network.leftovers() {
+        if daemon.runtime.get(&ns, &id).await.is_none() {
+            daemon.network.release(&ns, &id).await;
+        }
+    }
+    restart::spawn(daemon.clone());
     let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
     // Start-up code (config, stores, restore) will not run again: give its pages back once the

@@ -37,6 +37,8 @@ pub struct Daemon {
     pub runtime: wharf_runtime::Manager,
     /// Registry host configuration (`<dir>/<host>/hosts.toml`).
     pub registry_config_path: std::path::PathBuf,
+    /// Networks of containers labelled by the CLI.
+    pub network: crate::network::Networking,
 }
 
 impl Daemon {
@@ -76,6 +78,7 @@ impl Daemon {
                 .with_shims(config.runtime.shims.clone());
         Ok(Arc::new(Daemon {
             registry_config_path: config.registry.config_path.clone(),
+            network: crate::network::Networking::new(root, &config.state, &config.network),
             runtime,
             tmp_mounts,
             db,

@@ -74,9 +74,26 @@ pub fn default_capabilities() -> Vec<String> {
     .collect()
 }
 
-/// Every known capability (what `ALL` and `--privileged` grant).
+/// What `ALL` and `--privileged` grant: every known capability this process holds in its
+/// bounding set (containerd's `WithAllCurrentCapabilities`). A runtime cannot give a container a
+/// capability it lacks itself — asking for one makes container creation fail — and some hosts
+/// (this project's CI machines lack CAP_SYS_RESOURCE) withhold some.
 pub fn all_capabilities() -> Vec<String> {
-    ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+    let bounding = current_bounding();
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        // The list is in kernel number order: index i is capability number i.
+        .filter(|(i, _)| bounding.is_none_or(|b| b & (1u64 << i) != 0))
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// This process's bounding set from /proc, if readable.
+fn current_bounding() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Canonical `CAP_…` name of a user-supplied capability (`chown`, `CAP_CHOWN`, `Cap_Chown`), or

@@ -170,6 +170,18 @@ fn walk(root: &Path, dir: &Path, container: &Path, out: &mut Vec<LinuxDevice>) -
     Ok(())
 }
 
+/// Nodes every OCI runtime creates in a container's /dev itself; listing them again makes
+/// libcontainer's mknod fail with EEXIST.
+const RUNTIME_DEFAULT_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+];
+
 /// Directories of /dev that are per-container mounts or runtime bookkeeping, never passed through.
 const HOST_DEV_SKIP: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
 
@@ -197,7 +209,9 @@ fn host_walk(dir: &Path, out: &mut Vec<LinuxDevice>) {
                 continue;
             }
             host_walk(&path, out);
-        } else if path == Path::new("/dev/console") {
+        } else if path == Path::new("/dev/console")
+            || RUNTIME_DEFAULT_DEVICES.iter().any(|d| path == Path::new(d))
+        {
             continue;
         } else if let Some((typ, major, minor)) = device_of(&md) {
             out.push(linux_device(path, typ, major, minor, &md));

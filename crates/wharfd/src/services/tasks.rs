@@ -118,6 +118,23 @@ impl Tasks for TasksService {
         let spec = c.spec.as_ref().map(|s| s.value.clone()).ok_or_else(|| {
             Status::failed_precondition(format!("container {} has no spec", c.id))
         })?;
+        if self.0.runtime.get(&ns, &c.id).await.is_some() {
+            return Err(Status::already_exists(format!(
+                "task {}: already exists",
+                c.id
+            )));
+        }
+        let (spec, ip) = self.0.network.prepare(&ns, &c, spec).await.map_status()?;
+        if let Some(ip) = ip {
+            let mut labelled = c.clone();
+            labelled
+                .labels
+                .insert(wharf_core::labels::IP.to_string(), ip);
+            let path = format!("labels.{}", wharf_core::labels::IP);
+            if let Err(e) = self.0.db.container_update(&ns, &labelled, &[path]) {
+                tracing::warn!(id = %c.id, error = %e, "recording the container's IP");
+            }
+        }
         let mut rootfs: Vec<api::Mount> = r.rootfs.into_iter().map(mount_to_shim).collect();
         if rootfs.is_empty() && !c.snapshot_key.is_empty() {
             let s = self.0.snapshotters.get(&c.snapshotter).ok_or_else(|| {
@@ -153,18 +170,24 @@ impl Tasks for TasksService {
             options: any_to_shim(options),
             ..Default::default()
         };
-        let (_, pid) = self
+        let created = self
             .0
             .runtime
             .create(NewTask {
-                namespace: ns,
+                namespace: ns.clone(),
                 id: c.id.clone(),
                 runtime: c.runtime_name.clone(),
                 spec,
                 request,
             })
-            .await
-            .map_status()?;
+            .await;
+        let pid = match created {
+            Ok((_, pid)) => pid,
+            Err(e) => {
+                self.0.network.release(&ns, &c.id).await;
+                return Err(crate::error::to_status(e));
+            }
+        };
         Ok(Response::new(pb::CreateTaskResponse {
             container_id: c.id,
             pid,
@@ -203,6 +226,7 @@ impl Tasks for TasksService {
             Err(e) => return Err(crate::error::to_status(e)),
         };
         drop(shim);
+        self.0.network.release(&ns, &id).await;
         Ok(Response::new(pb::DeleteResponse {
             id,
             pid: resp.pid,

@@ -1,0 +1,461 @@
+//! Issue "The wharf CLI": the real `wharf` binary against a real wharfd, registry, shims and CNI
+//! plugins, checked the way a user would (its output, exit codes, and the host's state).
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use wharf_tests::daemon::Wharfd;
+use wharf_tests::images;
+use wharf_tests::registry::Registry;
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A networked wharfd with busybox pulled; returns the image reference.
+fn setup() -> (Registry, Wharfd, String) {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
+    let w = Wharfd::start_networked().unwrap();
+    let r = format!("{}/busybox:latest", reg.host());
+    w.wharf_ok(&["pull", "-q", &r]);
+    (reg, w, r)
+}
+
+fn inspect(w: &Wharfd, id: &str) -> serde_json::Value {
+    let out = w.wharf_ok(&["inspect", id]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn http_get(addr: &str) -> Result<String, String> {
+    ureq::get(&format!("http://{addr}/"))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|e| e.to_string())
+}
+
+fn host_has(cmd: &[&str], needle: &str) -> bool {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(needle)
+}
+
+/// `wharf pull` ends with the image listed; `run --rm` prints and leaves nothing behind.
+#[test]
+fn pull_list_run_rm() {
+    let reg = Registry::start().unwrap();
+    wharf_tests::require_root();
+    images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
+    let w = Wharfd::start_networked().unwrap();
+    let r = format!("{}/busybox:latest", reg.host());
+    let out = w.wharf(&["pull", &r]);
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}{se}");
+    assert!(
+        se.contains("pulling") && se.contains("done"),
+        "plain progress lines: {se}"
+    );
+    let images = w.wharf_ok(&["images"]);
+    assert!(
+        images.contains(&format!("{}/busybox", reg.host())) && images.contains("latest"),
+        "{images}"
+    );
+
+    let out = w.wharf(&["run", "--rm", &r, "echo", "hi"]);
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}{se}\n{}", w.log());
+    assert_eq!(so, "hi\n");
+    // Exit codes come through; nothing is left.
+    let out = w.wharf(&["run", "--rm", &r, "sh", "-c", "echo oops >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out).1, "oops\n");
+    assert_eq!(w.wharf_ok(&["ps", "-a", "-q"]), "");
+    let snaps = w.ctr_ok(&["snapshots", "ls"]);
+    assert!(!snaps.lines().any(|l| l.contains("Active")), "{snaps}");
+    let netns = w.state.join("netns/default");
+    assert!(
+        std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0) == 0,
+        "netns left"
+    );
+}
+
+/// The web server walk-through of the issue: port mapping, ps, logs, exec, stop, rm and the
+/// host left clean.
+#[test]
+fn web_server_lifecycle() {
+    let (_reg, w, r) = setup();
+    let port = {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let publish = format!("{port}:8080");
+    w.wharf_ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, &r, "sh", "-c",
+        "mkdir -p /www && echo hello-from-web > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www",
+    ]);
+    let ip = inspect(&w, "web")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !ip.is_empty(),
+        "container has an IP: {}",
+        inspect(&w, "web")
+    );
+    // From the host: the container's IP, and the published port on the host's addresses.
+    let mut body = Err(String::new());
+    wait_until("httpd answers", Duration::from_secs(10), || {
+        body = http_get(&format!("{ip}:8080"));
+        body.is_ok()
+    });
+    assert_eq!(body.unwrap().trim(), "hello-from-web");
+    let via_port = http_get(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        via_port.as_deref().map(str::trim),
+        Ok("hello-from-web"),
+        "published port"
+    );
+
+    let ps = w.wharf_ok(&["ps"]);
+    assert!(
+        ps.contains("web") && ps.contains(&format!("{port}->8080/tcp")) && ps.contains("Up"),
+        "{ps}"
+    );
+    let logs = w.wharf_ok(&["logs", "web"]);
+    assert!(logs.contains("serving"), "{logs}");
+    assert_eq!(
+        w.wharf_ok(&["exec", "web", "cat", "/etc/hostname"]).trim(),
+        "web"
+    );
+    let hosts = w.wharf_ok(&["exec", "web", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&ip) && hosts.contains("web"), "{hosts}");
+
+    let t0 = Instant::now();
+    w.wharf_ok(&["stop", "-t", "2", "web"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        t0.elapsed()
+    );
+    let ps = w.wharf_ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited"), "{ps}");
+    w.wharf_ok(&["rm", "web"]);
+    assert_eq!(w.wharf_ok(&["ps", "-a", "-q"]), "");
+    // The host is clean: no netns, no veth on the bridge, no DNAT rule, no IP allocation.
+    assert!(!w.state.join("netns/default/web").exists());
+    let bridge = w.bridge.clone().unwrap();
+    assert!(
+        !host_has(&["ip", "-o", "link", "show", "master", &bridge], "veth"),
+        "veth left"
+    );
+    assert!(
+        !host_has(&["iptables-save", "-t", "nat"], &format!("--dport {port}")),
+        "DNAT left"
+    );
+    let alloc = w.root.join("cni/networks").join(&bridge);
+    let leases: Vec<_> = std::fs::read_dir(&alloc)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !leases.iter().any(|l| l == &ip),
+        "IP {ip} still allocated: {leases:?}"
+    );
+}
+
+/// Two containers on the default network reach each other by IP.
+#[test]
+fn containers_reach_each_other() {
+    let (_reg, w, r) = setup();
+    w.wharf_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        &r,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo from-a > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ]);
+    let ip = inspect(&w, "a")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{ip}:8080/");
+    let mut out = String::new();
+    wait_until("b reaches a", Duration::from_secs(10), || {
+        let o = w.wharf(&["run", "--rm", &r, "busybox", "wget", "-qO-", &url]);
+        out = text(&o).0;
+        o.status.success()
+    });
+    assert_eq!(out.trim(), "from-a");
+    w.wharf_ok(&["rm", "-f", "a"]);
+}
+
+/// Volumes, read-only rootfs, memory limit, capabilities and seccomp are enforced.
+#[test]
+fn isolation_flags() {
+    let (_reg, w, r) = setup();
+    let host = tempfile::tempdir_in("/var/tmp").unwrap();
+    let rw = format!("{}:/data", host.path().display());
+    w.wharf_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        &r,
+        "sh",
+        "-c",
+        "echo written > /data/f",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("f")).unwrap(),
+        "written\n"
+    );
+    let ro = format!("{}:/data:ro", host.path().display());
+    let o = w.wharf(&["run", "--rm", "-v", &ro, &r, "sh", "-c", "echo x > /data/g"]);
+    assert_ne!(o.status.code(), Some(0), ":ro allowed a write");
+    assert!(!host.path().join("g").exists());
+    let o = w.wharf(&["run", "--rm", "--read-only", &r, "touch", "/x"]);
+    assert_ne!(o.status.code(), Some(0), "--read-only allowed a write");
+    assert!(
+        text(&o).1.to_lowercase().contains("read-only"),
+        "{:?}",
+        text(&o)
+    );
+    // Over the memory limit: killed (137).
+    let o = w.wharf(&[
+        "run",
+        "--rm",
+        "--memory",
+        "16m",
+        &r,
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/shm/fill",
+        "bs=1M",
+        "count=60",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{:?}", text(&o));
+    // chown works by default, not with every capability dropped.
+    w.wharf_ok(&["run", "--rm", &r, "chown", "1000", "/tmp"]);
+    let o = w.wharf(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        &r,
+        "chown",
+        "1000",
+        "/tmp",
+    ]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "chown worked without capabilities"
+    );
+    // The default seccomp profile blocks unshare (a user namespace needs no capability, so
+    // only seccomp stands in the way); unconfined and privileged allow it.
+    let o = w.wharf(&["run", "--rm", &r, "busybox", "unshare", "-U", "true"]);
+    assert_ne!(o.status.code(), Some(0), "default seccomp allowed unshare");
+    w.wharf_ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        &r,
+        "busybox",
+        "unshare",
+        "-U",
+        "true",
+    ]);
+    w.wharf_ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        &r,
+        "busybox",
+        "unshare",
+        "-U",
+        "true",
+    ]);
+    // -u by name resolves in the image's /etc/passwd.
+    assert_eq!(
+        w.wharf_ok(&["run", "--rm", "-u", "user", &r, "id", "-u"])
+            .trim(),
+        "1000"
+    );
+}
+
+/// --restart always: the container comes back after its process is killed from the host.
+#[test]
+fn restart_always() {
+    let (_reg, w, r) = setup();
+    w.wharf_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "--restart",
+        "always",
+        &r,
+        "sleep",
+        "1000",
+    ]);
+    let pid = inspect(&w, "keep")["State"]["Pid"].as_u64().unwrap();
+    assert!(pid > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the container restarted", Duration::from_secs(20), || {
+        let s = inspect(&w, "keep");
+        s["State"]["Running"] == true && s["State"]["Pid"].as_u64().is_some_and(|p| p != pid)
+    });
+    // A user's stop is final.
+    w.wharf_ok(&["stop", "-t", "1", "keep"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(inspect(&w, "keep")["State"]["Running"], false);
+    w.wharf_ok(&["rm", "keep"]);
+}
+
+/// Bad input: one clear line, docker's exit codes, nothing half-created.
+#[test]
+fn bad_input_is_refused_cleanly() {
+    let (reg, w, r) = setup();
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec![
+                "run".into(),
+                "--rm".into(),
+                format!("{}/nope:latest", reg.host()),
+                "true".into(),
+            ],
+            125,
+            "not found",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-p".into(),
+                "80".into(),
+                r.clone(),
+                "true".into(),
+            ],
+            125,
+            "invalid -p",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-v".into(),
+                "data:/data".into(),
+                r.clone(),
+                "true".into(),
+            ],
+            125,
+            "absolute",
+        ),
+        (
+            vec!["run".into(), "--bogus".into(), r.clone()],
+            125,
+            "--bogus",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--rm".into(),
+                r.clone(),
+                "/no/such/cmd".into(),
+            ],
+            127,
+            "",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = w.wharf(&a);
+        let (_, se) = text(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {se}");
+        assert!(se.to_lowercase().contains(needle), "{args:?}: {se}");
+        assert!(
+            se.trim().lines().count() <= 2,
+            "one line (plus a hint): {se}"
+        );
+    }
+    // Name in use.
+    w.wharf_ok(&["create", "--name", "taken", &r, "true"]);
+    let o = w.wharf(&["run", "--name", "taken", &r, "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("already in use"), "{:?}", text(&o));
+    w.wharf_ok(&["rm", "taken"]);
+    // Nothing half-created: no containers, no active snapshots, no netns.
+    assert_eq!(w.wharf_ok(&["ps", "-a", "-q"]), "");
+    let snaps = w.ctr_ok(&["snapshots", "ls"]);
+    assert!(!snaps.lines().any(|l| l.contains("Active")), "{snaps}");
+    assert!(
+        std::fs::read_dir(w.state.join("netns/default"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
+}
+
+/// The pull display in a real pseudo-terminal (script(1)): bars render and the screen ends
+/// clean with the summary line.
+#[test]
+fn pull_progress_in_a_terminal() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
+    let w = Wharfd::start_networked().unwrap();
+    let r = format!("{}/busybox:latest", reg.host());
+    let cmd = format!(
+        "{} --address {} pull {r}",
+        wharf_tests::bin("wharf").display(),
+        w.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("COLUMNS", "120")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("pulling"), "{screen}");
+    assert!(
+        screen.contains("layer") || screen.contains("["),
+        "bars rendered: {screen}"
+    );
+    let last = screen
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains("pulled and unpacked"), "last line: {last:?}");
+}
