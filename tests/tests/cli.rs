@@ -459,3 +459,160 @@ fn pull_progress_in_a_terminal() {
         .to_string();
     assert!(last.contains("pulled and unpacked"), "last line: {last:?}");
 }
+
+/// stdin, terminals, exec options, logs options, top, stats, events and namespaces.
+#[test]
+fn interactive_exec_logs_and_friends() {
+    let (_reg, w, r) = setup();
+    let wharf = wharf_tests::bin("wharf");
+    // -i: stdin reaches the container.
+    let mut child = std::process::Command::new(&wharf)
+        .args(["run", "-i", "--rm", &r, "cat"])
+        .env("WHARF_ADDRESS", &w.socket)
+        .env("WHARF_DATA_ROOT", w.cli_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"through-stdin\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through-stdin\n");
+    // -t in a real pseudo-terminal.
+    let cmd = format!(
+        "{} --address {} run -t --rm {r} sh -c 'tty && echo in-a-tty'",
+        wharf.display(),
+        w.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("WHARF_DATA_ROOT", w.cli_root())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("/dev/pts/") && screen.contains("in-a-tty"),
+        "{screen}"
+    );
+
+    // A long-running container with output on both streams.
+    w.wharf_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        &r,
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; exec sleep 1000",
+    ]);
+    wait_until("output logged", Duration::from_secs(10), || {
+        w.wharf_ok(&["logs", "talker"]).contains("line5")
+    });
+    let o = w.wharf(&["logs", "--tail", "2", "talker"]);
+    let (so, se) = text(&o);
+    assert_eq!(so, "line5\n");
+    assert_eq!(se, "oops\n");
+    let stamped = w.wharf_ok(&["logs", "-t", "--since", "1h", "talker"]);
+    let first = stamped.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(" line1") && first.starts_with("20"),
+        "{first}"
+    );
+    assert_eq!(
+        w.wharf_ok(&[
+            "logs",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--tail",
+            "3",
+            "talker"
+        ]),
+        "line4\nline5\n"
+    );
+    assert_eq!(
+        w.wharf_ok(&["logs", "--since", "2099-01-01T00:00:00Z", "talker"]),
+        ""
+    );
+
+    // exec with env, working dir and user by name.
+    let got = w.wharf_ok(&[
+        "exec",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "user",
+        "talker",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(id -u)",
+    ]);
+    assert_eq!(got.trim(), "bar /tmp 1000");
+    let o = w.wharf(&["exec", "talker", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let cmd = format!(
+        "{} --address {} exec -it talker tty",
+        wharf.display(),
+        w.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
+        "{:?}",
+        out
+    );
+
+    let top = w.wharf_ok(&["top", "talker"]);
+    assert!(top.contains("sleep 1000"), "{top}");
+    let stats = w.wharf_ok(&["stats", "--no-stream", "talker"]);
+    let row = stats
+        .lines()
+        .find(|l| l.starts_with("talker"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains('%') && row.contains("B /"), "{stats}");
+    let json = w.wharf_ok(&["ps", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Name"], "talker");
+    assert_eq!(
+        w.wharf_ok(&["ps", "--format", "{{.Name}}:{{.State}}"])
+            .trim(),
+        "talker:running"
+    );
+
+    // Events: a subscriber sees a task start.
+    let mut ev = std::process::Command::new(&wharf)
+        .args(["events", "--format", "{{.Topic}}"])
+        .env("WHARF_ADDRESS", &w.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    w.wharf_ok(&["run", "--rm", &r, "true"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = ev.kill();
+    let out = ev.wait_with_output().unwrap();
+    let topics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        topics.contains("/tasks/start") && topics.contains("/tasks/exit"),
+        "{topics}"
+    );
+
+    w.wharf_ok(&["namespace", "create", "team-a"]);
+    assert!(w.wharf_ok(&["namespace", "ls"]).contains("team-a"));
+    w.wharf_ok(&["namespace", "rm", "team-a"]);
+    assert!(w
+        .wharf_ok(&["system", "info"])
+        .contains("Containers: 1 (running 1)"));
+    w.wharf_ok(&["rm", "-f", "talker"]);
+}

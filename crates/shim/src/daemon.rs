@@ -97,10 +97,21 @@ fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
         );
         let _ = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
     }
+    // Log through a descriptor of our own rather than fd 2: libcontainer's container init is a
+    // fork of this process that inherits the subscriber after pointing fd 2 at the container's
+    // stderr, and its debug lines must land in the shim log, not in the container's output.
+    // (The dup is close-on-exec, so the container's program never holds it.)
+    let writer = log
+        .as_ref()
+        .and_then(|f| f.try_clone().ok())
+        .or_else(|| null.try_clone().ok().map(std::fs::File::from));
     drop(log);
     drop(null);
+    let Some(writer) = writer else {
+        return Err("cannot open a log descriptor".into());
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(std::sync::Arc::new(writer))
         .with_ansi(false)
         .without_time()
         .with_max_level(if args.debug {

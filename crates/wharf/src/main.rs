@@ -393,7 +393,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(125);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let result = rt.block_on(dispatch(cli));
+    // A stdin copier may sit in a blocking read of our terminal: do not wait for it.
+    rt.shutdown_background();
+    match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("wharf: {e:#}");
