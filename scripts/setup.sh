@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(
-  protobuf-compiler    # containerd-client's build runs protoc
+  protobuf-compiler    # containerd-client's and k8s-cri's builds run protoc
+  gcc libc6-dev        # wharf-cri's build script links the pause program statically (libc.a)
   libseccomp-dev pkg-config
   busybox-static       # test images are built from /bin/busybox
   docker-registry      # the real registry tests push to and pull from

@@ -20,9 +20,19 @@ pub struct Wharfd {
 impl Wharfd {
     /// Starts wharfd on fresh directories (under /var/tmp: overlayfs needs a real filesystem).
     pub fn start() -> Result<Wharfd> {
+        Self::start_with_config("")
+    }
+
+    /// Starts wharfd with `config` as its TOML configuration file; `{dir}` in it stands for the
+    /// test's temporary directory (e.g. `cni_conf_dir = "{dir}/net.d"`).
+    pub fn start_with_config(config: &str) -> Result<Wharfd> {
         let dir = tempfile::Builder::new()
             .prefix("wharf-test-")
             .tempdir_in("/var/tmp")?;
+        std::fs::write(
+            dir.path().join("config.toml"),
+            config.replace("{dir}", &dir.path().to_string_lossy()),
+        )?;
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let socket = dir.path().join("state/wharfd.sock");

@@ -21,6 +21,8 @@ pub struct Config {
     pub registry: Registry,
     pub runtime: Runtime,
     pub network: Network,
+    /// The Kubernetes CRI service (`[cri]`).
+    pub cri: wharf_cri::Config,
 }
 
 /// wharf's default network for containers the CLI runs (`--network bridge`).
@@ -96,6 +98,7 @@ impl Default for Config {
             registry: Registry::default(),
             runtime: Runtime::default(),
             network: Network::default(),
+            cri: wharf_cri::Config::default(),
         }
     }
 }
@@ -140,6 +143,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn cri_section() {
+        let c = Config::parse(
+            "[cri]\nsandbox_image = \"registry.k8s.io/pause:3.9\"\ncni_conf_dir = \"/x/net.d\"\n\
+             cni_bin_dirs = [\"/b\"]\nmax_concurrent_downloads = 5\nstream_server_address = \"0.0.0.0\"\n\
+             stream_server_port = \"10010\"\nenable_selinux = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.cri.sandbox_image, "registry.k8s.io/pause:3.9");
+        assert_eq!(c.cri.cni_conf_dir, PathBuf::from("/x/net.d"));
+        assert_eq!(c.cri.cni_bin_dirs, vec![PathBuf::from("/b")]);
+        assert_eq!(c.cri.max_concurrent_downloads, 5);
+        assert_eq!(c.cri.stream_server_port, "10010");
+        assert!(c.cri.enable_selinux);
+        let d = Config::default().cri;
+        assert!(
+            d.sandbox_image.starts_with("wharf.local/pause:"),
+            "{}",
+            d.sandbox_image
+        );
+        assert_eq!(d.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(d.max_concurrent_downloads, 3);
+        let err = Config::parse("[cri]\nsandbox = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sandbox"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod config;
 mod convert;
+mod cri;
 mod error;
 mod events;
 mod gc;

@@ -39,6 +39,8 @@ pub struct Daemon {
     pub registry_config_path: std::path::PathBuf,
     /// Networks of containers labelled by the CLI.
     pub network: crate::network::Networking,
+    /// The Kubernetes CRI service (namespace `k8s.io`).
+    pub cri: Arc<wharf_cri::Cri>,
 }
 
 impl Daemon {
@@ -76,13 +78,26 @@ impl Daemon {
         let runtime =
             wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address)
                 .with_shims(config.runtime.shims.clone());
+        let exchange = Exchange::new();
+        let cri = crate::cri::build(
+            crate::cri::Parts {
+                db: &db,
+                snapshotters: &snapshotters,
+                tmp: &tmp_mounts,
+                registry_config_path: &config.registry.config_path,
+                exchange: &exchange,
+                gc: &gc,
+            },
+            config.cri.clone(),
+        )?;
         Ok(Arc::new(Daemon {
+            cri,
             registry_config_path: config.registry.config_path.clone(),
             network: crate::network::Networking::new(root, &config.state, &config.network),
             runtime,
             tmp_mounts,
             db,
-            exchange: Exchange::new(),
+            exchange,
             gc,
             snapshotters,
             uuid,
@@ -148,6 +163,7 @@ fn wharf_hex(b: &[u8]) -> String {
 pub fn router(d: Arc<Daemon>) -> Router {
     use wharf_api::*;
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    let (cri_runtime, cri_images) = d.cri.services();
     drop(health_reporter); // "" is SERVING by default.
     Server::builder()
         // HTTP/2's default 64 KiB windows make a 1 MiB Content/Write chunk wait for a dozen
@@ -192,4 +208,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .add_service(transfer::transfer_server::TransferServer::new(
             crate::services::transfer::TransferService(d),
         ))
+        // Kubernetes CRI runtime.v1 on the same socket, as containerd serves it.
+        .add_service(cri_runtime)
+        .add_service(cri_images)
 }

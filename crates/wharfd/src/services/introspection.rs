@@ -49,6 +49,7 @@ pub fn plugins(d: &Daemon) -> Vec<pb::Plugin> {
         "snapshots",
         "version",
         "healthcheck",
+        "cri",
     ] {
         list.push(("io.containerd.grpc.v1", s.into()));
     }

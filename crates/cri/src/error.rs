@@ -1,0 +1,130 @@
+//! The CRI crate's error, and the one place where errors become gRPC statuses. Codes follow
+//! containerd's errdefs mapping (containerd's CRI server returns `errdefs.ToGRPC(err)`).
+
+use tonic::{Code, Status};
+use wharf_distribution::Kind;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}: invalid argument")]
+    InvalidArgument(String),
+    #[error("not implemented yet in wharf: {0}")]
+    NotImplemented(String),
+    #[error(transparent)]
+    Core(#[from] wharf_core::Error),
+    #[error(transparent)]
+    Distribution(#[from] wharf_distribution::Error),
+    #[error("{0}")]
+    Internal(String),
+    /// Another error with what was being done in front (its code is the inner one's).
+    #[error("{what}: {source}")]
+    Context {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Prefixes the message with what was being done, keeping the code.
+    pub fn context(self, what: impl Into<String>) -> Self {
+        Error::Context {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The gRPC code containerd would answer with.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::NotFound(_) => Code::NotFound,
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotImplemented(_) => Code::Unimplemented,
+            Error::Internal(_) => Code::Internal,
+            Error::Context { source, .. } => source.code(),
+            Error::Core(e) => core_code(e),
+            Error::Distribution(e) => match e.kind() {
+                Kind::NotFound => Code::NotFound,
+                Kind::AlreadyExists => Code::AlreadyExists,
+                Kind::InvalidArgument => Code::InvalidArgument,
+                Kind::Unauthenticated => Code::Unauthenticated,
+                Kind::PermissionDenied => Code::PermissionDenied,
+                Kind::FailedPrecondition => Code::FailedPrecondition,
+                Kind::Unavailable => Code::Unavailable,
+                Kind::NotImplemented => Code::Unimplemented,
+                Kind::OutOfRange => Code::OutOfRange,
+                Kind::Aborted => Code::Aborted,
+                Kind::Internal => Code::Internal,
+            },
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Code::NotFound
+    }
+}
+
+fn core_code(e: &wharf_core::Error) -> Code {
+    use wharf_core::Error as E;
+    match e {
+        E::NotFound(_) => Code::NotFound,
+        E::AlreadyExists(_) => Code::AlreadyExists,
+        E::InvalidArgument(_) => Code::InvalidArgument,
+        E::FailedPrecondition(_) => Code::FailedPrecondition,
+        E::Unavailable(_) => Code::Unavailable,
+        E::NotImplemented(_) => Code::Unimplemented,
+        E::OutOfRange(_) => Code::OutOfRange,
+        E::Aborted(_) => Code::Aborted,
+        E::Io { source, .. } if source.raw_os_error() == Some(28) => Code::ResourceExhausted,
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
+        E::Io { .. } | E::Internal(_) => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let code = e.code();
+        if code == Code::Internal {
+            tracing::error!(error = %e, "cri: internal error");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+/// The answer of every RPC wharf does not serve yet.
+pub fn not_implemented(rpc: &str) -> Status {
+    Error::NotImplemented(rpc.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_containerd() {
+        let e = Error::from(wharf_distribution::Error::NotFound("ref".into()))
+            .context("failed to pull and unpack image \"x\"");
+        let s = Status::from(e);
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(
+            s.message(),
+            "failed to pull and unpack image \"x\": ref: not found"
+        );
+        assert_eq!(
+            Status::from(Error::InvalidArgument("x".into())).code(),
+            Code::InvalidArgument
+        );
+        let s = not_implemented("RunPodSandbox");
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert_eq!(s.message(), "not implemented yet in wharf: RunPodSandbox");
+        assert_eq!(
+            Status::from(Error::from(wharf_core::Error::AlreadyExists("i".into()))).code(),
+            Code::AlreadyExists
+        );
+    }
+}
