@@ -36,9 +36,8 @@ pub struct Network {
     /// IPv4 subnet; the bridge takes its first address as the gateway.
     pub subnet: String,
     /// Plugin directories, searched in order (default: /opt/cni/bin, then Debian's /usr/lib/cni).
+    /// Pods use `[cri] cni_bin_dirs`, as containerd's CRI plugin has its own.
     pub cni_bin_dirs: Vec<String>,
-    /// Where CNI configurations live (used by the CRI service; the CLI's network is built in).
-    pub cni_conf_dir: PathBuf,
 }
 
 impl Default for Network {
@@ -48,7 +47,6 @@ impl Default for Network {
             bridge: "wharf0".into(),
             subnet: "10.88.0.0/16".into(),
             cni_bin_dirs: Vec::new(),
-            cni_conf_dir: "/etc/cni/net.d".into(),
         }
     }
 }

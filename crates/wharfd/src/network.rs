@@ -34,7 +34,8 @@ impl Networking {
     /// Allocations and the CNI cache live under the root (they must survive a reboot to be
     /// released); namespaces and generated files under the state dir.
     pub fn new(root: &Path, state: &Path, bridge: &crate::config::Network) -> Networking {
-        let mut cni = Cni::new(&bridge.cni_conf_dir, root.join("cni").join("cache"));
+        // The CLI's network is built in: no configuration directory is read.
+        let mut cni = Cni::new(PathBuf::new(), root.join("cni").join("cache"));
         if !bridge.cni_bin_dirs.is_empty() {
             cni.bin_dirs = bridge.cni_bin_dirs.iter().map(PathBuf::from).collect();
         }
