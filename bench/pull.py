@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Pull benchmark: `ctr images pull` of a ~120 MB rootfs image (one gzip layer built from this
-machine's /usr) from a local docker-registry, against wharfd and Debian's containerd 1.6 in the
-same run, alternating, each on a freshly made ext4 loop filesystem (the VM's root filesystem slows
-down with every create/delete cycle). Also measures the limits: download alone and gunzip alone.
+"""Pull benchmark: `ctr images pull` from a local docker-registry of three images — busybox (one
+layer: /bin/busybox and its applets), a multi-layer image (8 layers of small files, whiteouts
+and links) and a ~120 MB rootfs image (one gzip layer built from this machine's /usr) — against
+wharfd and Debian's containerd 1.6 in the same run, alternating, each on a freshly made ext4 loop
+filesystem (the VM's root filesystem slows down with every create/delete cycle). Also measures the
+limits of the large one: download alone and gunzip alone.
 
 Run as root from the repository: `python3 bench/pull.py`.
 """
@@ -55,9 +57,52 @@ def build_layer():
     return raw, gzip.compress(raw, compresslevel=6, mtime=0)
 
 
-def push(host, repo, raw, gz):
+def tar_of(entries):
+    """A tar from (path, kind, data) entries: kind "f" file, "d" dir, "l" symlink to data."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for path, kind, data in entries:
+            ti = tarfile.TarInfo(path)
+            ti.mtime = 0
+            if kind == "d":
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(ti)
+            elif kind == "l":
+                ti.type, ti.linkname = tarfile.SYMTYPE, data
+                t.addfile(ti)
+            else:
+                ti.size, ti.mode = len(data), 0o755
+                t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def busybox_layers():
+    bb = open("/bin/busybox", "rb").read()
+    entries = [("bin", "d", b""), ("bin/busybox", "f", bb), ("etc", "d", b""),
+               ("etc/passwd", "f", b"root:x:0:0:root:/root:/bin/sh\n")]
+    entries += [(f"bin/{a}", "l", "busybox") for a in ["sh", "ls", "cat", "echo", "sleep", "true"]]
+    raw = tar_of(entries)
+    return [(raw, gzip.compress(raw, compresslevel=6, mtime=0))]
+
+
+def multilayer_layers(n=8, files=200):
+    """n layers of `files` small files each, later layers replacing and deleting earlier ones."""
+    out = []
+    for i in range(n):
+        entries = [(f"data{i}", "d", b"")]
+        entries += [(f"data{i}/f{j}", "f", os.urandom(1024) + bytes(3072)) for j in range(files)]
+        if i > 0:
+            entries.append((f"data{i - 1}/.wh.f0", "f", b""))
+            entries.append((f"link{i}", "l", f"data{i}/f1"))
+        raw = tar_of(entries)
+        out.append((raw, gzip.compress(raw, compresslevel=6, mtime=0)))
+    return out
+
+
+def push(host, repo, layers):
+    """Pushes a manifest of `layers` [(raw, gz)] as repo:latest; returns the first layer digest."""
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-                      "rootfs": {"type": "layers", "diff_ids": [sha(raw)]}}).encode()
+                      "rootfs": {"type": "layers", "diff_ids": [sha(raw) for raw, _ in layers]}}).encode()
     def blob(data):
         r = urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
         loc = r.headers["Location"]
@@ -65,14 +110,16 @@ def push(host, repo, raw, gz):
         sep = "&" if "?" in loc else "?"
         urllib.request.urlopen(urllib.request.Request(f"{loc}{sep}digest={sha(data)}", data=data, method="PUT",
                                                       headers={"Content-Type": "application/octet-stream"}))
-    blob(gz)
+    for _, gz in layers:
+        blob(gz)
     blob(cfg)
     m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(cfg), "size": len(cfg)},
-                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(gz), "size": len(gz)}]}).encode()
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(gz),
+                                "size": len(gz)} for _, gz in layers]}).encode()
     urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/manifests/latest", data=m, method="PUT",
                                                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
-    return sha(gz)
+    return sha(layers[0][1])
 
 
 def run_daemon(kind, d):
@@ -101,7 +148,10 @@ def main():
     reg, host = start_registry(base)
     try:
         raw, gz = build_layer()
-        layer = push(host, "big", raw, gz)
+        layer = push(host, "big", [(raw, gz)])
+        push(host, "busybox", busybox_layers())
+        ml = multilayer_layers()
+        push(host, "multilayer", ml)
         print(f"image: {len(raw) / 2**20:.0f} MiB uncompressed, {len(gz) / 2**20:.0f} MiB gzip")
         dl, gun = [], []
         for _ in range(RUNS):
@@ -114,12 +164,19 @@ def main():
             subprocess.run(["gzip", "-dc"], input=gz, stdout=subprocess.DEVNULL, check=True)
             gun.append(time.perf_counter() - t0)
         res = {k: [] for k in kinds}
+        small = {(img, k): [] for img in ["busybox", "multilayer"] for k in kinds}
         for i in range(RUNS):
             for k in kinds:
                 d = tempfile.mkdtemp(dir=base)
                 fs = LoopFs(d)
                 try:
                     p, sock = run_daemon(k, fs.mnt)
+                    # Each image into a fresh store: the small ones share nothing with the big one.
+                    for img in ["busybox", "multilayer"]:
+                        t0 = time.perf_counter()
+                        subprocess.run(["ctr", "--address", sock, "-n", f"bench-{img}", "images", "pull",
+                                        "--plain-http", f"{host}/{img}:latest"], check=True, stdout=subprocess.DEVNULL)
+                        small[(img, k)].append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     subprocess.run(["ctr", "--address", sock, "-n", "bench", "images", "pull", "--plain-http",
                                     f"{host}/big:latest"], check=True, stdout=subprocess.DEVNULL)
@@ -141,6 +198,11 @@ def main():
     print(f"gunzip alone (gzip -dc):                 {med(gun):.2f} s")
     for k in kinds:
         print(f"ctr images pull via {k:<11}          {med(res[k]):.2f} s  (min {min(res[k]):.2f}, max {max(res[k]):.2f})")
+    for img, what in [("busybox", "busybox, 1 layer"), ("multilayer", f"multi-layer, {len(ml)} layers")]:
+        w = small[(img, "wharf")]
+        c = small.get((img, "containerd"))
+        print(f"ctr images pull {img:<11} via wharf {med(w):.3f} s" + (f", containerd {med(c):.3f} s" if c else ""))
+        emit(f"ctr images pull, {what} (s)", w, c if c else None, "fresh store")
     limit = max(med(dl), med(gun))
     emit(f"ctr images pull, {len(raw) >> 20} MiB image (s)", res["wharf"], res.get("containerd"),
          f"limit max(download, gunzip) = {limit:.2f} s")

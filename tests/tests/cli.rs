@@ -512,7 +512,9 @@ fn interactive_exec_logs_and_friends() {
         "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; exec sleep 1000",
     ]);
     wait_until("output logged", Duration::from_secs(10), || {
-        w.wharf_ok(&["logs", "talker"]).contains("line5")
+        let o = w.wharf(&["logs", "talker"]);
+        let (so, se) = text(&o);
+        so.contains("line5") && se.contains("oops")
     });
     let o = w.wharf(&["logs", "--tail", "2", "talker"]);
     let (so, se) = text(&o);

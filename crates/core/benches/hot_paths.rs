@@ -94,5 +94,34 @@ fn metadata(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, digest, apply, metadata);
+/// OCI spec generation for a `wharf run` / CRI container: image config merge, default mounts,
+/// capabilities and the default seccomp profile resolved against them, serialised as the
+/// CLI sends it.
+fn spec(c: &mut Criterion) {
+    let image: wharf_core::images::ImageConfig = match serde_json::from_value(serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": []}
+    })) {
+        Ok(i) => i,
+        Err(e) => panic!("image config: {e}"),
+    };
+    let opts = wharf_core::spec::SpecOptions {
+        args: Some(vec!["httpd".into(), "-f".into()]),
+        env: vec!["A=1".into()],
+        hostname: Some("web".into()),
+        cap_drop: vec!["NET_RAW".into()],
+        memory_limit: Some(64 << 20),
+        ..Default::default()
+    };
+    c.bench_function("spec/generate+serialize", |b| {
+        b.iter(|| {
+            let s = wharf_core::spec::generate(&image, None, &opts).map(|s| serde_json::to_vec(&s));
+            assert!(matches!(s, Ok(Ok(_))));
+        })
+    });
+}
+
+criterion_group!(benches, digest, apply, metadata, spec);
 criterion_main!(benches);
