@@ -218,6 +218,9 @@ pub fn export<W: Write>(
 pub struct ImportOptions {
     /// Name for index.json entries that carry only a tag (or nothing): `<base>:<tag>` / `<base>`.
     pub base_name: Option<String>,
+    /// A lease holding the blobs while they are stored (nothing refers to them until the image
+    /// records are written, so a collection in between would take them).
+    pub lease: Option<String>,
 }
 
 /// Reads an OCI layout or docker save tarball into namespace `ns`; returns the image records
@@ -234,7 +237,10 @@ pub fn import<R: Read>(
     let mut docs: HashMap<String, Vec<u8>> = HashMap::new();
     let entries = ar.entries().map_err(|e| Error::io("read the archive", e))?;
     for (i, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| Error::io("read the archive", e))?;
+        let mut entry = entry.map_err(|e| match i {
+            0 => Error::InvalidArgument(format!("the data is not a tar archive: {e}")),
+            _ => Error::io("read the archive", e),
+        })?;
         if entry.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
@@ -276,6 +282,7 @@ pub fn import<R: Read>(
             &mut entry,
             size,
             expected,
+            opts.lease.as_deref(),
         )
         .map_err(|e| e.context(format!("archive entry {path}")))?;
         files.insert(path, (d, size));
@@ -283,7 +290,7 @@ pub fn import<R: Read>(
     if let Some(index) = docs.get("index.json") {
         import_oci(db, ns, index, &files, opts)
     } else if let Some(manifest) = docs.get("manifest.json") {
-        import_docker(db, ns, manifest, &files)
+        import_docker(db, ns, manifest, &files, opts.lease.as_deref())
     } else {
         Err(Error::InvalidArgument(
             "the archive has neither index.json (OCI layout) nor manifest.json (docker save)"
@@ -300,8 +307,9 @@ fn store_blob(
     src: &mut impl Read,
     size: u64,
     expected: Option<Digest>,
+    lease: Option<&str>,
 ) -> Result<Digest> {
-    let mut w = match db.content_writer(ns, reference, size, expected.clone(), None) {
+    let mut w = match db.content_writer(ns, reference, size, expected.clone(), lease) {
         Ok(w) => w,
         Err(wharf_core::Error::AlreadyExists(_)) => {
             if let Some(d) = expected {
@@ -318,6 +326,7 @@ fn store_blob(
         w.write_at(0, &[])?; // a stale ingest of the same ref: start over
     }
     let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
     loop {
         let n = src
             .read(&mut buf)
@@ -326,6 +335,14 @@ fn store_blob(
             break;
         }
         w.write(&buf[..n])?;
+        read += n as u64;
+    }
+    if read < size {
+        drop(w);
+        let _ = db.content_abort(ns, reference);
+        return Err(Error::InvalidArgument(format!(
+            "the archive ends early ({read} of {size} bytes of this entry): it is truncated"
+        )));
     }
     let d = w.digest();
     match w.commit(size, expected, Labels::new()) {
@@ -448,6 +465,7 @@ fn import_docker(
     ns: &str,
     manifest: &[u8],
     files: &HashMap<String, (Digest, u64)>,
+    lease: Option<&str>,
 ) -> Result<Vec<metadata::Image>> {
     let entries: Vec<DockerEntry> = serde_json::from_slice(manifest)
         .map_err(|e| Error::InvalidArgument(format!("malformed manifest.json: {e}")))?;
@@ -488,6 +506,7 @@ fn import_docker(
             &mut m.as_slice(),
             m.len() as u64,
             Some(md.clone()),
+            lease,
         )?;
         let desc = Descriptor {
             media_type: images::MEDIA_DOCKER_MANIFEST.into(),

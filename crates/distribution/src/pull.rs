@@ -29,6 +29,12 @@ pub const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
 /// What a pull reports as it goes (for the Transfer service's progress events and CLIs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
+    /// A blob this pull needs, announced before it is fetched (or found in the store), with the
+    /// index or manifest that refers to it (containerd's progress "waiting" jobs and parents).
+    Waiting {
+        descriptor: Descriptor,
+        parent: Option<Descriptor>,
+    },
     Resolved {
         reference: String,
         descriptor: Descriptor,
@@ -169,10 +175,15 @@ async fn pull_inner(
     let mut desc = target.clone();
     let mut chain = Vec::new();
     let mut others = Vec::new();
+    let mut parent: Option<Descriptor> = None;
     for level in 0..4 {
         if !images::is_index(&desc.media_type) {
             break;
         }
+        fetch.report(Progress::Waiting {
+            descriptor: desc.clone(),
+            parent: parent.replace(desc.clone()),
+        });
         let bytes = fetch.small(&desc).await?;
         let index = images::parse_index(&bytes)?;
         let (i, m) = index
@@ -210,9 +221,16 @@ async fn pull_inner(
             desc.digest, desc.media_type
         )));
     }
-    let manifest = fetch_image(&fetch, &desc, opts.concurrency, opts.unpack.as_ref()).await?;
+    let manifest = fetch_image(
+        &fetch,
+        &desc,
+        parent.as_ref(),
+        opts.concurrency,
+        opts.unpack.as_ref(),
+    )
+    .await?;
     for o in &others {
-        fetch_image(&fetch, o, opts.concurrency, None).await?;
+        fetch_image(&fetch, o, parent.as_ref(), opts.concurrency, None).await?;
     }
     let manifest_d = Digest::parse(&desc.digest)?;
     for (d, labels, bytes) in chain.iter().rev() {
@@ -263,11 +281,22 @@ async fn pull_inner(
 async fn fetch_image(
     fetch: &Fetcher,
     desc: &Descriptor,
+    parent: Option<&Descriptor>,
     concurrency: usize,
     unpack: Option<&Unpack>,
 ) -> Result<images::Manifest> {
+    fetch.report(Progress::Waiting {
+        descriptor: desc.clone(),
+        parent: parent.cloned(),
+    });
     let manifest_bytes = fetch.small(desc).await?;
     let manifest = images::parse_manifest(&manifest_bytes)?;
+    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+        fetch.report(Progress::Waiting {
+            descriptor: d.clone(),
+            parent: Some(desc.clone()),
+        });
+    }
     let config = fetch.small(&manifest.config).await?;
     let parsed = images::parse_config(&config)?;
     for l in &manifest.layers {
@@ -411,15 +440,16 @@ fn record_image(
     }
 }
 
-/// A lease held for the duration of a pull (expiring on its own should the daemon die).
-struct TempLease {
+/// A lease held for the duration of a pull or an import (expiring on its own should the daemon
+/// die); deleted when dropped.
+pub struct TempLease {
     db: Db,
     ns: String,
     id: String,
 }
 
 impl TempLease {
-    fn create(db: &Db, ns: &str) -> Result<Self> {
+    pub fn create(db: &Db, ns: &str) -> Result<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -438,7 +468,7 @@ impl TempLease {
         })
     }
 
-    fn id(&self) -> &str {
+    pub fn id(&self) -> &str {
         &self.id
     }
 }

@@ -84,9 +84,11 @@ impl Client {
             }
             _ => String::new(),
         };
+        // One line, whatever the daemon's message quotes.
+        let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
         anyhow::Error::new(Failure {
             code: e.code(),
-            message: format!("{}{hint}", e.message()),
+            message: format!("{message}{hint}"),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! Image commands: pull (with live progress), push, images, rmi, tag; and resolving an image to
+//! Image commands: pull (with live progress), push, save, load, images, rmi, tag; and resolving an image to
 //! its config and layers for `run`.
 
 use std::collections::BTreeMap;
@@ -48,8 +48,24 @@ pub fn platform(s: &str) -> Result<containerd_client::types::Platform> {
     })
 }
 
-/// Pulls through wharfd's Transfer service; progress comes from the content store's ingests,
-/// polled the way ctr does.
+/// A TransferRequest's options naming a progress stream.
+fn with_progress(stream: &crate::stream::ClientStream) -> Option<pb::TransferOptions> {
+    Some(pb::TransferOptions {
+        progress_stream: stream.id.clone(),
+    })
+}
+
+fn host_platform() -> containerd_client::types::Platform {
+    let p = Platform::host();
+    containerd_client::types::Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: p.variant.unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Pulls through wharfd's Transfer service; progress comes as events on a progress stream.
 pub async fn pull(
     c: &Client,
     reference: &str,
@@ -69,30 +85,34 @@ pub async fn pull(
         ..Default::default()
     };
     let t0 = Instant::now();
+    let mut events = crate::stream::open(c, "progress").await?;
     let mut transfer = c.transfer();
     let call = transfer.transfer(c.req(pb::TransferRequest {
         source: Some(registry(reference, hosts_dir)),
         destination: Some(any("containerd.types.transfer.ImageStore", &store)),
-        options: None,
+        options: with_progress(&events),
     }));
     tokio::pin!(call);
     let mut progress = crate::progress::Pull::new(reference, quiet);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut open = true;
     let result = loop {
         tokio::select! {
             r = &mut call => break r,
-            _ = tick.tick() => {
-                if let Ok(r) = c.content().list_statuses(c.req(pb::ListStatusesRequest { filters: vec![] })).await {
-                    progress.update(&r.into_inner().statuses);
-                }
-            }
+            p = events.next_progress(), if open => match p {
+                Some(p) => progress.event(&p),
+                None => open = false,
+            },
         }
     };
+    // wharfd closes the progress stream when the transfer ends: take what is still on the way.
+    while open {
+        match tokio::time::timeout(Duration::from_secs(5), events.next_progress()).await {
+            Ok(Some(p)) => progress.event(&p),
+            Ok(None) | Err(_) => open = false,
+        }
+    }
     match result {
         Ok(_) => {
-            if let Ok(r) = resolve(c, reference).await {
-                progress.complete(&r.blobs);
-            }
             progress.finish(true);
             if !quiet {
                 println!(
@@ -107,6 +127,173 @@ pub async fn pull(
             Err(c.explain(e, "check the reference and the registry"))
         }
     }
+}
+
+/// `wharf save`: wharfd exports the images as one tarball (OCI layout with docker's
+/// manifest.json) on a stream, written to `output` (a temporary file renamed into place, so a
+/// failed save leaves nothing) or to stdout.
+pub async fn save(c: &Client, names: &[String], output: Option<&std::path::Path>) -> Result<()> {
+    if output.is_none() && std::io::stdout().is_terminal() {
+        bail!("refusing to write a tarball to a terminal: use -o FILE or redirect stdout");
+    }
+    let mut refs = Vec::new();
+    for n in names {
+        let name = canonical(c, n).await?;
+        c.images()
+            .get(c.req(pb::GetImageRequest { name: name.clone() }))
+            .await
+            .explain(c, "`wharf images` lists the local images")?;
+        refs.push(tt::ImageReference {
+            name,
+            ..Default::default()
+        });
+    }
+    let data = crate::stream::open(c, "export").await?;
+    let request = pb::TransferRequest {
+        source: Some(any(
+            "containerd.types.transfer.ImageStore",
+            &tt::ImageStore {
+                extra_references: refs,
+                ..Default::default()
+            },
+        )),
+        destination: Some(any(
+            "containerd.types.transfer.ImageExportStream",
+            &tt::ImageExportStream {
+                stream: data.id.clone(),
+                media_type: "application/vnd.oci.image.layout.v1.tar".into(),
+                platforms: vec![host_platform()],
+                ..Default::default()
+            },
+        )),
+        options: None,
+    };
+    let (tmp, out): (_, Box<dyn tokio::io::AsyncWrite + Send + Unpin>) = match output {
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(".wharf-save-")
+                .tempfile_in(dir)
+                .with_context(|| format!("create a file in {}", dir.display()))?;
+            let f = tokio::fs::File::from_std(tmp.as_file().try_clone()?);
+            (Some(tmp), Box::new(f))
+        }
+        None => (None, Box::new(tokio::io::stdout())),
+    };
+    let receiver = tokio::spawn(data.receive_all(out));
+    if let Err(e) = c.transfer().transfer(c.req(request)).await {
+        receiver.abort();
+        return Err(c.explain(e, "`wharf images` lists the local images"));
+    }
+    let received = receiver
+        .await
+        .context("receive task")?
+        .context("receive the archive")?;
+    if let (Some(tmp), Some(path)) = (tmp, output) {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().sync_all().context("sync the archive")?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .context("chmod the archive")?;
+        tmp.persist(path)
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("saved {} ({})", path.display(), human_size(received));
+    }
+    Ok(())
+}
+
+/// `wharf load`: the tarball (OCI layout or docker save, maybe gzip/zstd compressed) goes to
+/// wharfd on a stream; wharfd imports and unpacks it and names the images it stored on a
+/// progress stream.
+pub async fn load(c: &Client, input: Option<&std::path::Path>, quiet: bool) -> Result<()> {
+    let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match input {
+        Some(p) => Box::new(
+            tokio::fs::File::open(p)
+                .await
+                .with_context(|| format!("open {}", p.display()))?,
+        ),
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("refusing to read a tarball from a terminal: use -i FILE or redirect stdin");
+            }
+            Box::new(tokio::io::stdin())
+        }
+    };
+    let data = crate::stream::open(c, "import").await?;
+    let mut events = crate::stream::open(c, "progress").await?;
+    let request = pb::TransferRequest {
+        source: Some(any(
+            "containerd.types.transfer.ImageImportStream",
+            &tt::ImageImportStream {
+                stream: data.id.clone(),
+                media_type: "application/vnd.oci.image.layout.v1.tar".into(),
+                force_compress: false,
+            },
+        )),
+        destination: Some(any(
+            "containerd.types.transfer.ImageStore",
+            &tt::ImageStore {
+                unpacks: vec![tt::UnpackConfiguration {
+                    platform: None,
+                    snapshotter: "overlayfs".into(),
+                }],
+                ..Default::default()
+            },
+        )),
+        options: with_progress(&events),
+    };
+    let sender = tokio::spawn(data.send_all(reader));
+    let mut transfer = c.transfer();
+    let call = transfer.transfer(c.req(request));
+    tokio::pin!(call);
+    let mut loaded = Vec::new();
+    let mut open = true;
+    let mut on_event = |p: tt::Progress| {
+        if p.event == "saved" && !p.name.is_empty() {
+            loaded.push(p.name);
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            p = events.next_progress(), if open => match p {
+                Some(p) => on_event(p),
+                None => open = false,
+            },
+        }
+    };
+    while open {
+        match tokio::time::timeout(Duration::from_secs(5), events.next_progress()).await {
+            Ok(Some(p)) => on_event(p),
+            Ok(None) | Err(_) => open = false,
+        }
+    }
+    if let Err(e) = result {
+        // A local read error explains more than what wharfd made of the cut-off stream.
+        if sender.is_finished() {
+            if let Ok(Err(local)) = sender.await {
+                if local.root_cause().is::<std::io::Error>() {
+                    return Err(local);
+                }
+            }
+        } else {
+            sender.abort();
+        }
+        return Err(c.explain(e, ""));
+    }
+    // wharfd has what it needed; the rest (tar padding) is not waited for.
+    if !sender.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
+    }
+    for name in &loaded {
+        if !quiet {
+            println!("Loaded image: {name}");
+        }
+    }
+    Ok(())
 }
 
 pub async fn push(
@@ -315,8 +502,6 @@ pub struct Resolved {
     pub chain_id: String,
     pub layers_size: i64,
     pub config_size: i64,
-    /// Layers and config as (ingest ref, size), for progress displays.
-    pub blobs: Vec<(String, u64)>,
 }
 
 pub async fn read_blob(c: &Client, digest: &str) -> Result<Vec<u8>> {
@@ -385,15 +570,6 @@ pub async fn resolve(c: &Client, name: &str) -> Result<Resolved> {
         chain_id,
         layers_size: manifest.layers.iter().map(|l| l.size).sum(),
         config_size: manifest.config.size,
-        blobs: manifest
-            .layers
-            .iter()
-            .map(|l| (format!("layer-{}", l.digest), l.size.max(0) as u64))
-            .chain(std::iter::once((
-                format!("config-{}", manifest.config.digest),
-                manifest.config.size.max(0) as u64,
-            )))
-            .collect(),
     })
 }
 

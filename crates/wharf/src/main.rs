@@ -12,6 +12,7 @@ mod logs;
 mod progress;
 mod run;
 mod stats;
+mod stream;
 mod system;
 mod table;
 
@@ -77,6 +78,23 @@ enum Command {
         destination: Option<String>,
         #[arg(long)]
         hosts_dir: Option<String>,
+    },
+    /// Write images to a tarball (OCI layout with docker's manifest.json), made by wharfd.
+    Save {
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a tarball (OCI layout or docker save, plain, gzip or zstd).
+    Load {
+        /// Read from this file instead of stdin.
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Do not list the loaded images.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// List images.
     Images {
@@ -255,6 +273,11 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             destination,
             hosts_dir,
         } => images::push(&c, &image, destination, hosts_dir).await?,
+        Command::Save {
+            output,
+            images: names,
+        } => images::save(&c, &names, output.as_deref()).await?,
+        Command::Load { input, quiet } => images::load(&c, input.as_deref(), quiet).await?,
         Command::Images { quiet, format } => images::list(&c, quiet, format.as_deref()).await?,
         Command::Rmi {
             images: names,

@@ -1,10 +1,10 @@
 //! Pull progress: one bar per blob being fetched (bytes, speed, ETA) on a terminal, plain lines
-//! otherwise. Fed with the content store's ingest statuses.
+//! otherwise. Fed with the progress events wharfd's Transfer service sends on a progress stream.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
-use containerd_client::services::v1::Status;
+use containerd_client::types::transfer::Progress;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::table::human_size;
@@ -13,7 +13,7 @@ pub struct Pull {
     quiet: bool,
     multi: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
-    /// Plain mode: refs seen downloading (with their size), and refs reported done.
+    /// Plain mode: blobs seen downloading (with their size), and blobs reported done.
     seen: HashMap<String, u64>,
     done: Vec<String>,
 }
@@ -45,88 +45,68 @@ impl Pull {
         }
     }
 
-    pub fn update(&mut self, statuses: &[Status]) {
-        if self.quiet {
+    /// Feeds one of wharfd's Transfer progress events (containerd's: "waiting",
+    /// "downloading", "complete" per blob, named by ref key like `layer-sha256:…`; events
+    /// without a name are about the whole pull and not shown).
+    pub fn event(&mut self, p: &Progress) {
+        if self.quiet || p.name.is_empty() || !p.name.contains("sha256:") {
             return;
         }
-        let live: Vec<&str> = statuses.iter().map(|s| s.r#ref.as_str()).collect();
-        if let Some(multi) = &self.multi {
-            let style = ProgressStyle::with_template(
-                "{prefix:<20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            for s in statuses {
-                let bar = self.bars.entry(s.r#ref.clone()).or_insert_with(|| {
-                    let b = multi.add(ProgressBar::new(s.total.max(0) as u64));
-                    b.set_style(style.clone());
-                    b.set_prefix(short(&s.r#ref));
-                    b
-                });
-                if s.total > 0 {
-                    bar.set_length(s.total as u64);
-                }
-                bar.set_position(s.offset.max(0) as u64);
-            }
-            // A ref that left the ingest list was committed (or aborted: finish() says which).
-            for (r, bar) in &self.bars {
-                if !live.contains(&r.as_str()) && !bar.is_finished() {
-                    if let Some(len) = bar.length() {
-                        bar.set_position(len);
+        let total = p.total.max(0) as u64;
+        let offset = p.progress.max(0) as u64;
+        match p.event.as_str() {
+            "downloading" => {
+                if let Some(multi) = &self.multi {
+                    let bar = self.bars.entry(p.name.clone()).or_insert_with(|| {
+                        let style = ProgressStyle::with_template(
+                            "{prefix:<20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> ");
+                        let b = multi.add(ProgressBar::new(total));
+                        b.set_style(style);
+                        b.set_prefix(short(&p.name));
+                        b
+                    });
+                    if total > 0 {
+                        bar.set_length(total);
                     }
-                    bar.finish();
+                    bar.set_position(offset);
+                } else if !self.seen.contains_key(&p.name) && !self.done.contains(&p.name) {
+                    eprintln!("{}: downloading {}", short(&p.name), human_size(total));
+                    self.seen.insert(p.name.clone(), total);
                 }
             }
-        } else {
-            for s in statuses {
-                if !self.seen.contains_key(&s.r#ref) {
-                    eprintln!(
-                        "{}: downloading {}",
-                        short(&s.r#ref),
-                        human_size(s.total.max(0) as u64)
-                    );
+            "complete" => {
+                if let Some(multi) = &self.multi {
+                    match self.bars.get(&p.name) {
+                        Some(bar) => {
+                            bar.set_length(total);
+                            bar.set_position(total);
+                            bar.finish();
+                        }
+                        None => {
+                            // Present already, or went by between two events.
+                            let style = ProgressStyle::with_template(
+                                "{prefix:<20} [{bar:30}] {bytes:>10}/{total_bytes:<10}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> ");
+                            let b = multi.add(ProgressBar::new(total));
+                            b.set_style(style);
+                            b.set_prefix(short(&p.name));
+                            b.set_position(total);
+                            b.finish();
+                            self.bars.insert(p.name.clone(), b);
+                        }
+                    }
+                } else if !self.done.contains(&p.name) {
+                    self.seen.remove(&p.name);
+                    eprintln!("{}: done ({})", short(&p.name), human_size(total));
+                    self.done.push(p.name.clone());
                 }
-                self.seen.insert(s.r#ref.clone(), s.total.max(0) as u64);
             }
-            let done: Vec<String> = self
-                .seen
-                .keys()
-                .filter(|r| !live.contains(&r.as_str()))
-                .cloned()
-                .collect();
-            for r in done {
-                if let Some(total) = self.seen.remove(&r) {
-                    eprintln!("{}: done ({})", short(&r), human_size(total));
-                    self.done.push(r);
-                }
-            }
-        }
-    }
-
-    /// Shows the blobs of a pull that went by faster than the display polls (or were present
-    /// already) as done: `blobs` are (ingest-style ref, size).
-    pub fn complete(&mut self, blobs: &[(String, u64)]) {
-        if self.quiet {
-            return;
-        }
-        for (r, size) in blobs {
-            if let Some(multi) = &self.multi {
-                if !self.bars.contains_key(r) {
-                    let style = ProgressStyle::with_template(
-                        "{prefix:<20} [{bar:30}] {bytes:>10}/{total_bytes:<10}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
-                    let b = multi.add(ProgressBar::new(*size));
-                    b.set_style(style);
-                    b.set_prefix(short(r));
-                    b.set_position(*size);
-                    b.finish();
-                    self.bars.insert(r.clone(), b);
-                }
-            } else if !self.done.contains(r) {
-                self.seen.entry(r.clone()).or_insert(*size);
-            }
+            _ => {}
         }
     }
 

@@ -103,3 +103,13 @@ pub fn lease_pb(l: &Lease) -> pb::Lease {
         labels: labels_pb(&l.labels),
     }
 }
+
+/// An OCI descriptor (as parsed from manifests) in the API's form.
+pub fn oci_descriptor_pb(d: &wharf_core::images::Descriptor) -> types::Descriptor {
+    types::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: d.annotations.clone().into_iter().collect(),
+    }
+}

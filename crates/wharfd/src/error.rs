@@ -30,6 +30,29 @@ const fn libc_enospc() -> i32 {
     28
 }
 
+/// Maps a distribution error (pull, push, archives) to the status containerd's transfer service
+/// would return.
+pub fn dist_to_status(e: wharf_distribution::Error) -> Status {
+    use wharf_distribution::Kind;
+    let code = match e.kind() {
+        Kind::NotFound => Code::NotFound,
+        Kind::AlreadyExists => Code::AlreadyExists,
+        Kind::InvalidArgument => Code::InvalidArgument,
+        Kind::Unauthenticated => Code::Unauthenticated,
+        Kind::PermissionDenied => Code::PermissionDenied,
+        Kind::FailedPrecondition => Code::FailedPrecondition,
+        Kind::Unavailable => Code::Unavailable,
+        Kind::NotImplemented => Code::Unimplemented,
+        Kind::OutOfRange => Code::OutOfRange,
+        Kind::Aborted => Code::Aborted,
+        Kind::Internal => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::error!(error = %e, "internal error");
+    }
+    Status::new(code, e.to_string())
+}
+
 /// `result.map_status()?` in adapters.
 pub trait MapStatus<T> {
     fn map_status(self) -> Result<T, Status>;

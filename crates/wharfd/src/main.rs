@@ -13,6 +13,7 @@ mod restart;
 mod server;
 mod services;
 mod socket;
+mod streams;
 mod ttrpc_events;
 
 use std::path::PathBuf;

@@ -41,6 +41,8 @@ pub struct Daemon {
     pub network: crate::network::Networking,
     /// The Kubernetes CRI service (namespace `k8s.io`).
     pub cri: Arc<wharf_cri::Cri>,
+    /// Streams clients opened with the Streaming service, for the Transfer service.
+    pub streams: crate::streams::StreamManager,
 }
 
 impl Daemon {
@@ -95,6 +97,7 @@ impl Daemon {
             registry_config_path: config.registry.config_path.clone(),
             network: crate::network::Networking::new(root, &config.state, &config.network),
             runtime,
+            streams: crate::streams::StreamManager::default(),
             tmp_mounts,
             db,
             exchange,
@@ -206,7 +209,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
             d.clone(),
         )))
         .add_service(transfer::transfer_server::TransferServer::new(
-            crate::services::transfer::TransferService(d),
+            crate::services::transfer::TransferService(d.clone()),
+        ))
+        .add_service(streaming::streaming_server::StreamingServer::new(
+            crate::services::streaming::StreamingService(d),
         ))
         // Kubernetes CRI runtime.v1 on the same socket, as containerd serves it.
         .add_service(cri_runtime)

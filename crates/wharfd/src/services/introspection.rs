@@ -47,6 +47,8 @@ pub fn plugins(d: &Daemon) -> Vec<pb::Plugin> {
         "leases",
         "namespaces",
         "snapshots",
+        "streaming",
+        "transfer",
         "version",
         "healthcheck",
         "cri",

@@ -8,6 +8,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod streaming;
 pub mod tasks;
 pub mod transfer;
 pub mod version;
