@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # First run on a fresh Debian 12 machine, as root: install what wharf needs, build it in release
 # mode, install the binaries to /usr/local/bin, start wharfd on its defaults (as a systemd service
-# when systemd runs, else in the background) and talk to it with Debian's ctr.
+# when systemd runs, else in the background) and run a first container with the wharf CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,12 +47,12 @@ for _ in $(seq 1 100); do
 done
 ctr --address "$sock" version
 
-# A first container, with no registry needed: a busybox image built from busybox-static.
+# A first container, with no registry needed: a busybox image built from busybox-static, loaded
+# and run with wharf's own CLI (ctr works too: see the README's tour).
 image=$(mktemp --suffix=.tar)
 python3 scripts/busybox_image.py "$image" docker.io/library/busybox:latest
-ctr --address "$sock" images import "$image"
+/usr/local/bin/wharf load -i "$image"
 rm -f "$image"
-ctr --address "$sock" run --rm --runtime io.containerd.wharf.v2 \
-  docker.io/library/busybox:latest first-container echo "hello from a wharf container"
+/usr/local/bin/wharf run --rm busybox echo "hello from a wharf container"
 echo
-echo "wharfd is running on $sock. Try: ctr --address $sock run --rm -t --runtime io.containerd.wharf.v2 docker.io/library/busybox:latest demo sh"
+echo "wharfd is running on $sock. Try: wharf run --rm -it busybox sh   (or: wharf ps -a, wharf images)"

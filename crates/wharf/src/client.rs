@@ -1,6 +1,6 @@
 //! The connection to wharfd: namespaced requests and one-line explanations of failed calls.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use containerd_client::services::v1 as pb;
 use tonic::transport::Channel;
 use tonic::Request;
@@ -17,9 +17,14 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(address: &str, ns: &str) -> Result<Client> {
-        let channel = containerd_client::connect(address)
-            .await
-            .with_context(|| format!("cannot reach wharfd at {address} (is it running?)"))?;
+        let channel = containerd_client::connect(address).await.map_err(|e| {
+            // The innermost cause says what went wrong (no such socket, permission denied).
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            anyhow::anyhow!("cannot reach wharfd at {address}: {cause} (is it running?)")
+        })?;
         Ok(Client {
             channel,
             ns: ns.to_string(),
