@@ -576,6 +576,24 @@ fn interactive_exec_logs_and_friends() {
         out
     );
 
+    // cp both ways, and a symlink in the container cannot lead the copy onto the host.
+    let host = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(host.path().join("in.txt"), b"from-host\n").unwrap();
+    let src = host.path().join("in.txt").display().to_string();
+    w.wharf_ok(&["cp", &src, "talker:/tmp/"]);
+    assert_eq!(
+        w.wharf_ok(&["exec", "talker", "cat", "/tmp/in.txt"]),
+        "from-host\n"
+    );
+    w.wharf_ok(&["exec", "talker", "ln", "-s", "/etc/hostname", "/tmp/escape"]);
+    let out = host.path().join("out.txt").display().to_string();
+    w.wharf_ok(&["cp", "talker:/tmp/escape", &out]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().trim(),
+        "talker",
+        "read the container's file"
+    );
+
     let top = w.wharf_ok(&["top", "talker"]);
     assert!(top.contains("sleep 1000"), "{top}");
     let stats = w.wharf_ok(&["stats", "--no-stream", "talker"]);

@@ -5,6 +5,7 @@
 mod attach;
 mod client;
 mod containers;
+mod cp;
 mod events;
 mod exec;
 mod images;
@@ -187,6 +188,8 @@ enum Command {
     },
     /// Processes of a container.
     Top { container: String },
+    /// Copy files between a running container and the host (CONTAINER:PATH on one side).
+    Cp { src: String, dest: String },
     /// Live CPU, memory and pids of running containers.
     Stats {
         /// One sample, then exit.
@@ -371,6 +374,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Exec(a) => return exec::exec(&c, &a).await,
         Command::Inspect { containers: ids } => containers::inspect(&c, &ids).await?,
         Command::Top { container } => containers::top(&c, &container).await?,
+        Command::Cp { src, dest } => cp::cp(&c, &src, &dest).await?,
         Command::Stats {
             no_stream,
             containers: ids,
