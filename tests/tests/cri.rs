@@ -186,18 +186,25 @@ fn cri_version_status_and_unimplemented() {
         assert!(c["NetworkReady"].status, "{:?}", c["NetworkReady"]);
 
         // What is not served yet says so.
+        let e = r.exec(pb::ExecRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+        assert!(e.message().contains("streaming server"), "{}", e.message());
+        // UpdateRuntimeConfig (kubelet's first call) is accepted.
+        r.update_runtime_config(pb::UpdateRuntimeConfigRequest {
+            runtime_config: Some(pb::RuntimeConfig {
+                network_config: Some(pb::NetworkConfig {
+                    pod_cidr: "10.244.0.0/24".into(),
+                }),
+            }),
+        })
+        .await
+        .unwrap();
+        // A pod needs a config.
         let e = r
             .run_pod_sandbox(pb::RunPodSandboxRequest::default())
             .await
             .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert_eq!(e.message(), "not implemented yet in wharf: RunPodSandbox");
-        let e = r
-            .list_containers(pb::ListContainersRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert!(e.message().contains("ListContainers"), "{}", e.message());
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     });
 }
 
@@ -538,4 +545,554 @@ fn has_interp(elf: &[u8]) -> bool {
         let o = phoff + i * phentsize;
         u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 3
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod sandboxes and containers (issue "CRI pods"): a real wharfd with a `[cri]` CNI directory
+// holding a bridge network of the test's own (unique bridge and /24, deleted at the end).
+
+struct PodEnv {
+    w: Wharfd,
+    /// `10.X.Y.` of the test's subnet.
+    prefix: String,
+    network: String,
+}
+
+fn pod_env() -> PodEnv {
+    let mut w = Wharfd::start_with_config(
+        "[cri]\ncni_conf_dir = \"{dir}/net.d\"\ncni_bin_dirs = [\"/usr/lib/cni\"]\n",
+    )
+    .unwrap();
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    let r = u32::from_le_bytes(b) ^ std::process::id();
+    let bridge = format!("wc{:06x}", r & 0xff_ffff);
+    let prefix = format!("10.{}.{}.", 100 + (r >> 24) % 100, (r >> 8) % 256);
+    let dir = w.dir.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("net.d")).unwrap();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": bridge,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("{prefix}0/24")}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": dir.join("ipam").display().to_string(),
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(
+        dir.join("net.d/10-test.conflist"),
+        serde_json::to_vec_pretty(&conf).unwrap(),
+    )
+    .unwrap();
+    // The harness deletes the bridge when the daemon is dropped.
+    w.bridge = Some(bridge.clone());
+    PodEnv {
+        w,
+        prefix,
+        network: bridge,
+    }
+}
+
+fn pod_config(name: &str, uid: &str, log_dir: &std::path::Path) -> pb::PodSandboxConfig {
+    pb::PodSandboxConfig {
+        metadata: Some(pb::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        dns_config: Some(pb::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        // As kubelet sends it: each container its own PID namespace.
+        linux: Some(pb::LinuxPodSandboxConfig {
+            security_context: Some(pb::LinuxSandboxSecurityContext {
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, cmd: &[&str]) -> pb::ContainerConfig {
+    pb::ContainerConfig {
+        metadata: Some(pb::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: spec(image),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: [("c".to_string(), name.to_string())].into(),
+        linux: Some(pb::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(r: &mut Runtime, config: &pb::PodSandboxConfig) -> Result<String, tonic::Status> {
+    r.run_pod_sandbox(pb::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+async fn create(
+    r: &mut Runtime,
+    pod: &str,
+    pod_config: &pb::PodSandboxConfig,
+    c: pb::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    r.create_container(pb::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(pod_config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn start(r: &mut Runtime, id: &str) {
+    r.start_container(pb::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {id}: {e:?}"));
+}
+
+async fn pod_status(r: &mut Runtime, id: &str) -> pb::PodSandboxStatus {
+    r.pod_sandbox_status(pb::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: true,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn c_status(r: &mut Runtime, id: &str) -> pb::ContainerStatus {
+    r.container_status(pb::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+/// Waits for a container to exit; returns its status.
+async fn exited(r: &mut Runtime, id: &str) -> pb::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c_status(r, id).await;
+        if s.state == pb::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} did not exit: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn exec(r: &mut Runtime, id: &str, cmd: &[&str]) -> pb::ExecSyncResponse {
+    r.exec_sync(pb::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 10,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
+    .into_inner()
+}
+
+fn out(r: &pb::ExecSyncResponse) -> String {
+    String::from_utf8_lossy(&r.stdout).trim().to_string()
+}
+
+/// Interfaces enslaved to the bridge (the pods' veth host ends).
+fn veths(bridge: &str) -> usize {
+    let o = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+#[test]
+fn cri_pods_network_containers_logs_exec_stats() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let img = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &img).unwrap();
+    let env = pod_env();
+    let w = &env.w;
+    let image = format!("{}/busybox:latest", reg.host());
+    let logs = w.dir.path().join("logs");
+    rt().block_on(async {
+        let (mut r, mut i) = clients(w).await;
+        pull(&mut i, &image, None).await.expect("pull busybox");
+
+        // Pod A: the built-in pause image, an address from the test's subnet.
+        let cfg_a = pod_config("pod-a", "uid-a", &logs.join("a"));
+        let t = Instant::now();
+        let a = match run_pod(&mut r, &cfg_a).await {
+            Ok(a) => a,
+            Err(e) => panic!("RunPodSandbox a: {e:?}\n{}", w.log()),
+        };
+        let run_pod_ms = t.elapsed().as_millis();
+        let sa = pod_status(&mut r, &a).await;
+        assert_eq!(sa.state, pb::PodSandboxState::SandboxReady as i32, "{sa:?}");
+        let ip_a = sa.network.as_ref().unwrap().ip.clone();
+        assert!(ip_a.starts_with(&env.prefix), "{ip_a} not in {}0/24", env.prefix);
+        assert_eq!(sa.metadata.as_ref().unwrap().name, "pod-a");
+        assert!(sa.created_at > 0);
+        assert_eq!(sa.labels["app"], "pod-a");
+        let netns_a = w.state.join("cri/netns").join(&a);
+        assert!(netns_a.exists());
+        let resolv = std::fs::read_to_string(w.state.join("cri/sandboxes").join(&a).join("resolv.conf")).unwrap();
+        assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+        assert!(resolv.contains("search default.svc.cluster.local"), "{resolv}");
+
+        // The same name, uid and attempt again: refused, naming the reserved name.
+        let e = run_pod(&mut r, &cfg_a).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        assert!(e.message().contains("pod-a_default_uid-a_0"), "{}", e.message());
+        assert!(e.message().contains(&a), "{}", e.message());
+
+        // A web server in pod A, logging in CRI format.
+        let mut web = container_config(
+            "web",
+            &image,
+            &["sh", "-c", "mkdir -p /www && echo hello-from-a > /www/index.html && echo started && echo oops >&2 && exec busybox httpd -f -p 80 -h /www"],
+        );
+        web.envs = vec![pb::KeyValue { key: "GREETING".into(), value: "hi".into() }];
+        let t = Instant::now();
+        let web_id = create(&mut r, &a, &cfg_a, web).await.expect("CreateContainer web");
+        let create_ms = t.elapsed().as_millis();
+        assert_eq!(c_status(&mut r, &web_id).await.state, pb::ContainerState::ContainerCreated as i32);
+        let t = Instant::now();
+        start(&mut r, &web_id).await;
+        let start_ms = t.elapsed().as_millis();
+        eprintln!("timings: RunPodSandbox {run_pod_ms} ms, CreateContainer {create_ms} ms, StartContainer {start_ms} ms");
+        let st = c_status(&mut r, &web_id).await;
+        assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32, "{st:?}");
+        assert!(st.started_at >= st.created_at && st.created_at > 0);
+        let log_file = logs.join("a/web/0.log");
+        assert_eq!(st.log_path, log_file.display().to_string());
+        assert_eq!(st.image_ref, img.config_digest);
+        let env_out = exec(&mut r, &web_id, &["sh", "-c", "echo $GREETING $HOSTNAME; cat /etc/hostname"]).await;
+        assert_eq!(out(&env_out), "hi pod-a\npod-a");
+
+        // Pod B reaches pod A's address.
+        let cfg_b = pod_config("pod-b", "uid-b", &logs.join("b"));
+        let b = run_pod(&mut r, &cfg_b).await.expect("RunPodSandbox b");
+        let ip_b = pod_status(&mut r, &b).await.network.unwrap().ip;
+        assert!(ip_b.starts_with(&env.prefix) && ip_b != ip_a, "{ip_b}");
+        let mut sleeper = container_config("sleeper", &image, &["sleep", "3600"]);
+        sleeper.linux = Some(pb::LinuxContainerConfig {
+            resources: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            security_context: None,
+        });
+        let sl = create(&mut r, &b, &cfg_b, sleeper).await.unwrap();
+        start(&mut r, &sl).await;
+        let url = format!("http://{ip_a}/");
+        let mut got = String::new();
+        for _ in 0..50 {
+            let res = exec(&mut r, &sl, &["busybox", "wget", "-q", "-O", "-", &url]).await;
+            got = out(&res);
+            if res.exit_code == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(got, "hello-from-a");
+
+        // Logs in CRI format at the requested path.
+        let text = std::fs::read_to_string(&log_file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let find = |stream: &str, msg: &str| {
+            lines.iter().any(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                f.len() == 4 && f[1] == stream && f[2] == "F" && f[3] == msg && f[0].contains('T')
+            })
+        };
+        assert!(find("stdout", "started"), "{text}");
+        assert!(find("stderr", "oops"), "{text}");
+
+        // ExecSync: stdout, stderr and the exit code.
+        let res = exec(&mut r, &sl, &["sh", "-c", "echo out; echo err >&2; exit 3"]).await;
+        assert_eq!((res.stdout.as_slice(), res.stderr.as_slice(), res.exit_code), (&b"out\n"[..], &b"err\n"[..], 3));
+
+        // Stats report memory and CPU.
+        let stats = r
+            .container_stats(pb::ContainerStatsRequest { container_id: sl.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        let ws = stats.memory.as_ref().and_then(|m| m.working_set_bytes).map(|v| v.value).unwrap_or(0);
+        assert!(ws > 0, "{stats:?}");
+        assert!(stats.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds).is_some(), "{stats:?}");
+        let all = r
+            .list_container_stats(pb::ListContainerStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        assert!(all.iter().any(|s| s.attributes.as_ref().unwrap().id == web_id), "{all:?}");
+
+        // UpdateContainerResources changes the memory limit of the running container.
+        let limit = |r: pb::ExecSyncResponse| out(&r);
+        let cat = ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"];
+        assert_eq!(limit(exec(&mut r, &sl, &cat).await), (128u64 << 20).to_string());
+        r.update_container_resources(pb::UpdateContainerResourcesRequest {
+            container_id: sl.clone(),
+            linux: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateContainerResources");
+        assert_eq!(limit(exec(&mut r, &sl, &cat).await), (64u64 << 20).to_string());
+
+        // Exit codes and reasons.
+        let ok = create(&mut r, &b, &cfg_b, container_config("ok", &image, &["sh", "-c", "exit 0"])).await.unwrap();
+        let bad = create(&mut r, &b, &cfg_b, container_config("bad", &image, &["sh", "-c", "exit 2"])).await.unwrap();
+        start(&mut r, &ok).await;
+        start(&mut r, &bad).await;
+        let s = exited(&mut r, &ok).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+        assert!(s.finished_at >= s.started_at);
+        let s = exited(&mut r, &bad).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (2, "Error"), "{s:?}");
+
+        // Security context: a user, a read-only rootfs, a dropped capability.
+        let mut sec = container_config("sec", &image, &["sleep", "3600"]);
+        sec.linux = Some(pb::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                run_as_user: Some(pb::Int64Value { value: 1000 }),
+                readonly_rootfs: true,
+                ..Default::default()
+            }),
+        });
+        let sec = create(&mut r, &b, &cfg_b, sec).await.unwrap();
+        start(&mut r, &sec).await;
+        assert_eq!(out(&exec(&mut r, &sec, &["id", "-u"]).await), "1000");
+        let res = exec(&mut r, &sec, &["touch", "/x"]).await;
+        assert_ne!(res.exit_code, 0);
+        assert!(String::from_utf8_lossy(&res.stderr).contains("Read-only"), "{res:?}");
+        let mut nocap = container_config("nocap", &image, &["sleep", "3600"]);
+        nocap.linux = Some(pb::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                capabilities: Some(pb::Capability {
+                    drop_capabilities: vec!["CHOWN".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        });
+        let nocap = create(&mut r, &b, &cfg_b, nocap).await.unwrap();
+        start(&mut r, &nocap).await;
+        let capeff = |s: String| {
+            let hex = s.trim().trim_start_matches("CapEff:").trim().to_string();
+            u64::from_str_radix(&hex, 16).unwrap()
+        };
+        let grep = ["grep", "CapEff", "/proc/self/status"];
+        assert_eq!(capeff(out(&exec(&mut r, &nocap, &grep).await)) & 1, 0);
+        assert_eq!(capeff(out(&exec(&mut r, &sl, &grep).await)) & 1, 1);
+
+        // Listing with filters.
+        let rc = r.clone();
+        let list = move |f: pb::ContainerFilter| {
+            let mut r = rc.clone();
+            async move {
+                r.list_containers(pb::ListContainersRequest { filter: Some(f) })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .containers
+            }
+        };
+        let in_b = list(pb::ContainerFilter { pod_sandbox_id: b.clone(), ..Default::default() }).await;
+        assert_eq!(in_b.len(), 5, "{in_b:?}");
+        let exited_b = list(pb::ContainerFilter {
+            pod_sandbox_id: b.clone(),
+            state: Some(pb::ContainerStateValue { state: pb::ContainerState::ContainerExited as i32 }),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(exited_b.len(), 2, "{exited_b:?}");
+        let by_label = list(pb::ContainerFilter {
+            label_selector: [("c".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(by_label.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![web_id.clone()]);
+        let pods = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest {
+                filter: Some(pb::PodSandboxFilter {
+                    label_selector: [("app".to_string(), "pod-b".to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert_eq!(pods.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);
+
+        // Bad input.
+        let e = create(&mut r, "0123456789abcdef", &cfg_b, container_config("x", &image, &["true"])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        let e = create(&mut r, &b, &cfg_b, container_config("x", "127.0.0.1:1/missing:latest", &["true"])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        let mut escape = container_config("x", &image, &["true"]);
+        escape.log_path = "../../escape.log".into();
+        let e = create(&mut r, &b, &cfg_b, escape).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = create(&mut r, &b, &cfg_b, container_config("ok", &image, &["true"])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+
+        // StopContainer with a grace period.
+        let t = Instant::now();
+        r.stop_container(pb::StopContainerRequest { container_id: sec.clone(), timeout: 1 }).await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let s = c_status(&mut r, &sec).await;
+        assert_eq!(s.state, pb::ContainerState::ContainerExited as i32, "{s:?}");
+        r.remove_container(pb::RemoveContainerRequest { container_id: sec.clone() }).await.unwrap();
+        assert!(r.container_status(pb::ContainerStatusRequest { container_id: sec.clone(), verbose: false }).await.is_err());
+
+        // Stopping pod A tears its network down: netns, veth, address.
+        let veths_before = veths(&env.network);
+        let ipam = w.dir.path().join("ipam").join(&env.network).join(&ip_a);
+        assert!(ipam.exists(), "{}", ipam.display());
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest { pod_sandbox_id: a.clone() }).await.unwrap();
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest { pod_sandbox_id: a.clone() }).await.expect("stop twice");
+        let sa = pod_status(&mut r, &a).await;
+        assert_eq!(sa.state, pb::PodSandboxState::SandboxNotready as i32);
+        assert!(!netns_a.exists());
+        assert!(!ipam.exists());
+        assert_eq!(veths(&env.network), veths_before - 1);
+        assert_eq!(c_status(&mut r, &web_id).await.state, pb::ContainerState::ContainerExited as i32);
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: a.clone() }).await.unwrap();
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: a.clone() }).await.expect("remove twice");
+        assert!(list(pb::ContainerFilter { pod_sandbox_id: a.clone(), ..Default::default() }).await.is_empty());
+        // Pod B goes without a stop first.
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: b.clone() }).await.unwrap();
+        let left = r.list_pod_sandbox(pb::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+        assert!(left.is_empty(), "{left:?}");
+        assert!(list(pb::ContainerFilter::default()).await.is_empty());
+        assert_eq!(veths(&env.network), 0);
+        let shims = std::fs::read_dir(w.state.join("io.containerd.runtime.v2.task/k8s.io")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(shims, 0);
+    });
+}
+
+#[test]
+fn cri_pod_survives_wharfd_restart() {
+    wharf_tests::require_root();
+    let mut env = pod_env();
+    let logs = env.w.dir.path().join("logs");
+    let cfg = pod_config("survivor", "uid-s", &logs);
+    let (pod, ctr) = rt().block_on(async {
+        let (mut r, mut i) = clients(&env.w).await;
+        // No registry: the pod and its container both run the built-in pause image.
+        let pod = run_pod(&mut r, &cfg).await.expect("RunPodSandbox");
+        let pause = list(&mut i, None).await;
+        let pause = pause
+            .iter()
+            .find(|i| i.pinned)
+            .expect("pinned pause image")
+            .repo_tags[0]
+            .clone();
+        let ctr = create(&mut r, &pod, &cfg, container_config("pause", &pause, &[]))
+            .await
+            .unwrap();
+        start(&mut r, &ctr).await;
+        (pod, ctr)
+    });
+    env.w.kill();
+    env.w.spawn().unwrap();
+    rt().block_on(async {
+        let (mut r, _) = clients(&env.w).await;
+        let pods = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(pods[0].id, pod);
+        assert_eq!(pods[0].state, pb::PodSandboxState::SandboxReady as i32);
+        let s = pod_status(&mut r, &pod).await;
+        assert!(s.network.unwrap().ip.starts_with(&env.prefix));
+        let cs = r
+            .list_containers(pb::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].state, pb::ContainerState::ContainerRunning as i32);
+        let st = c_status(&mut r, &ctr).await;
+        assert_eq!(
+            st.state,
+            pb::ContainerState::ContainerRunning as i32,
+            "{st:?}"
+        );
+        // The exit is seen by the restarted daemon (pause exits 0 on SIGTERM).
+        r.stop_container(pb::StopContainerRequest {
+            container_id: ctr.clone(),
+            timeout: 5,
+        })
+        .await
+        .unwrap();
+        let st = c_status(&mut r, &ctr).await;
+        assert_eq!(
+            (st.state, st.exit_code, st.reason.as_str()),
+            (pb::ContainerState::ContainerExited as i32, 0, "Completed"),
+            "{st:?}"
+        );
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(!env.w.state.join("cri/netns").join(&pod).exists());
+        assert_eq!(veths(&env.network), 0);
+    });
 }

@@ -13,6 +13,14 @@ pub enum Error {
     NotFound(String),
     #[error("{0}: invalid argument")]
     InvalidArgument(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{0}: failed precondition")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error(transparent)]
+    Network(#[from] wharf_network::Error),
     #[error("not implemented yet in wharf: {0}")]
     NotImplemented(String),
     #[error(transparent)]
@@ -44,6 +52,12 @@ impl Error {
         match self {
             Error::NotFound(_) => Code::NotFound,
             Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Network(e) if e.is_not_found() => Code::NotFound,
+            Error::Network(e) if e.is_already_exists() => Code::AlreadyExists,
+            Error::Network(_) => Code::Internal,
             Error::NotImplemented(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,
             Error::Context { source, .. } => source.code(),

@@ -3,26 +3,40 @@
 //!
 //! It owns CRI's view of the `k8s.io` namespace: images recorded as containerd's CRI records
 //! them (so `ctr -n k8s.io` sees the same), pulls with CRI's credentials unpacked into the
-//! snapshotter, the built-in sandbox (pause) image, and the `[cri]` configuration. Pod
-//! sandboxes, containers and streaming are not served yet: they answer Unimplemented.
+//! snapshotter, the built-in sandbox (pause) image, the `[cri]` configuration, pod sandboxes
+//! (a pause task in a pinned network namespace joined through CNI) and their containers, each
+//! a container record in `k8s.io` labelled as containerd's CRI labels them, with CRI's own
+//! metadata in a record extension so a restarted wharfd still knows them. Streaming (Exec,
+//! Attach, PortForward) is not served yet: it answers Unimplemented.
 //!
-//! It must not know wharfd's daemon: it gets the stores it works on and a [`Hooks`] for what the
-//! daemon does around image changes (events, garbage collection) through [`Options`]. It does
-//! not know containerd's API messages either. One file per gRPC service (thin adapters);
-//! statuses are made in `error.rs` only.
+//! It must not know wharfd's daemon: it gets the stores it works on, the shim manager and a
+//! [`Hooks`] for what the daemon does around image changes (events, garbage collection) and the
+//! task events it forwards, through [`Options`]. It does not know containerd's API messages
+//! either. One file per gRPC service (thin adapters); statuses are made in `error.rs` only.
 
 mod auth;
 mod cni;
 pub mod config;
+mod container;
 mod error;
+mod events;
+mod exec;
 mod image_service;
 pub mod images;
+mod network;
 pub mod pause;
 mod runtime_service;
+mod sandbox;
+mod spec;
+mod stats;
+mod store;
+mod task;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use wharf_api::cri::image_service_server::ImageServiceServer;
 use wharf_api::cri::runtime_service_server::RuntimeServiceServer;
@@ -31,6 +45,7 @@ use wharf_core::snapshots::SnapshotStore;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use events::TaskEvent;
 pub use image_service::ImageService;
 pub use runtime_service::RuntimeService;
 
@@ -47,6 +62,11 @@ pub trait Hooks: Send + Sync {
     fn image_deleted(&self, _ns: &str, _name: &str) {}
     /// Images were removed: what they held may be collected.
     fn collect_garbage(&self) {}
+    /// The exits and OOM kills of tasks in `k8s.io` from now on (what shims publish), or None
+    /// when the daemon forwards none.
+    fn task_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<TaskEvent>> {
+        None
+    }
 }
 
 /// No hooks (tests, tools).
@@ -64,6 +84,11 @@ pub struct Options {
     pub registry_config_path: PathBuf,
     pub config: Config,
     pub hooks: Arc<dyn Hooks>,
+    /// The shim manager tasks of pods and containers run through.
+    pub runtime: Arc<wharf_runtime::Manager>,
+    /// The daemon's root (persistent: CNI cache) and state (`/run/wharf`: netns, pod files).
+    pub root: PathBuf,
+    pub state: PathBuf,
 }
 
 /// The CRI service's state, shared by its gRPC services.
@@ -79,6 +104,18 @@ pub struct Cri {
     fs_usage: Mutex<Option<images::FsUsageCache>>,
     sandbox_image_lock: tokio::sync::Mutex<()>,
     started: tokio::sync::OnceCell<()>,
+    runtime: Arc<wharf_runtime::Manager>,
+    root: PathBuf,
+    state: PathBuf,
+    /// Serialises name reservation + record creation (sandbox and container names are unique).
+    names: tokio::sync::Mutex<()>,
+    /// One lock per sandbox or container for state transitions (exit handling, stop, remove).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Containers the kernel OOM-killed (until their exit is recorded).
+    oom: Mutex<std::collections::HashSet<String>>,
+    /// The pod CIDR kubelet gave in UpdateRuntimeConfig.
+    pod_cidr: Mutex<String>,
+    background: std::sync::Once,
 }
 
 impl Cri {
@@ -94,7 +131,57 @@ impl Cri {
             fs_usage: Mutex::new(None),
             sandbox_image_lock: tokio::sync::Mutex::new(()),
             started: tokio::sync::OnceCell::new(),
+            runtime: o.runtime,
+            root: o.root,
+            state: o.state,
+            names: tokio::sync::Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
+            oom: Mutex::new(Default::default()),
+            pod_cidr: Mutex::new(String::new()),
+            background: std::sync::Once::new(),
         })
+    }
+
+    /// Starts what runs for the daemon's lifetime: the handler of task exits and OOM kills,
+    /// after reconciling records with the tasks the shim manager restored. Call once the
+    /// runtime manager has restored its shims.
+    pub fn run_background(self: &Arc<Self>) {
+        self.background.call_once(|| {
+            let events = self.hooks.task_events();
+            let cri = self.clone();
+            tokio::spawn(async move {
+                cri.reconcile().await;
+                if let Some(rx) = events {
+                    cri.handle_events(rx).await;
+                }
+            });
+        });
+    }
+
+    /// The lock of one sandbox or container.
+    fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(id);
+    }
+
+    /// Records the pod CIDR kubelet gives in UpdateRuntimeConfig (the CNI config decides
+    /// addresses; it is kept for status).
+    pub fn set_pod_cidr(&self, cidr: String) {
+        if let Ok(mut c) = self.pod_cidr.lock() {
+            if *c != cidr {
+                tracing::info!(pod_cidr = %cidr, "cri: runtime config updated");
+            }
+            *c = cidr;
+        }
+    }
+
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     pub fn config(&self) -> &Config {
@@ -142,4 +229,15 @@ impl Cri {
             })
             .await;
     }
+}
+
+/// Nanoseconds since the epoch, as CRI timestamps are.
+pub(crate) fn nanos(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    nanos(SystemTime::now())
 }

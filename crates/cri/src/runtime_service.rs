@@ -1,5 +1,6 @@
-//! `runtime.v1.RuntimeService`: Version and Status; pod sandboxes, containers, streaming and
-//! stats are not served yet and answer `Unimplemented` ("not implemented yet in wharf: <RPC>").
+//! `runtime.v1.RuntimeService`: a thin adapter over [`Cri`]'s sandbox, container, exec and
+//! stats operations. Streaming (Exec, Attach, PortForward), pod sandbox stats, checkpoints and
+//! container events answer `Unimplemented` ("not implemented yet in wharf: <RPC>…").
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use wharf_api::cri as pb;
 use wharf_api::cri::runtime_service_server::RuntimeService as Api;
 
 use crate::error::not_implemented;
-use crate::{cni, Cri, RUNTIME_NAME};
+use crate::{cni, Cri, Error, RUNTIME_NAME};
 
 pub struct RuntimeService(pub Arc<Cri>);
 
@@ -20,6 +21,17 @@ const RUNTIME_API_VERSION: &str = "v1";
 
 type EventStream =
     Pin<Box<dyn futures::Stream<Item = Result<pb::ContainerEventResponse, Status>> + Send>>;
+
+fn ok<T>(r: crate::Result<T>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+fn streaming(rpc: &str) -> Status {
+    Error::NotImplemented(format!(
+        "{rpc}: the CRI streaming server (exec, attach, port-forward) is not served yet"
+    ))
+    .into()
+}
 
 fn condition(kind: &str, ok: bool, reason: &str, message: String) -> pb::RuntimeCondition {
     pb::RuntimeCondition {
@@ -120,33 +132,231 @@ runtime_service! {
         ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
             Err(not_implemented("GetContainerEvents"))
         }
+
+        async fn run_pod_sandbox(
+            &self,
+            req: Request<pb::RunPodSandboxRequest>,
+        ) -> Result<Response<pb::RunPodSandboxResponse>, Status> {
+            let r = req.into_inner();
+            let config = r
+                .config
+                .ok_or_else(|| Status::invalid_argument("sandbox config must be set"))?;
+            ok(self
+                .0
+                .run_pod_sandbox(config, r.runtime_handler)
+                .await
+                .map(|pod_sandbox_id| pb::RunPodSandboxResponse { pod_sandbox_id }))
+        }
+
+        async fn stop_pod_sandbox(
+            &self,
+            req: Request<pb::StopPodSandboxRequest>,
+        ) -> Result<Response<pb::StopPodSandboxResponse>, Status> {
+            let id = req.into_inner().pod_sandbox_id;
+            ok(self.0.stop_pod_sandbox(&id).await.map(|_| pb::StopPodSandboxResponse {}))
+        }
+
+        async fn remove_pod_sandbox(
+            &self,
+            req: Request<pb::RemovePodSandboxRequest>,
+        ) -> Result<Response<pb::RemovePodSandboxResponse>, Status> {
+            let id = req.into_inner().pod_sandbox_id;
+            ok(self.0.remove_pod_sandbox(&id).await.map(|_| pb::RemovePodSandboxResponse {}))
+        }
+
+        async fn pod_sandbox_status(
+            &self,
+            req: Request<pb::PodSandboxStatusRequest>,
+        ) -> Result<Response<pb::PodSandboxStatusResponse>, Status> {
+            let r = req.into_inner();
+            ok(self.0.pod_sandbox_status(&r.pod_sandbox_id, r.verbose).await)
+        }
+
+        async fn list_pod_sandbox(
+            &self,
+            req: Request<pb::ListPodSandboxRequest>,
+        ) -> Result<Response<pb::ListPodSandboxResponse>, Status> {
+            let f = req.into_inner().filter;
+            ok(self.0.list_pod_sandbox(f).await.map(|items| pb::ListPodSandboxResponse { items }))
+        }
+
+        async fn create_container(
+            &self,
+            req: Request<pb::CreateContainerRequest>,
+        ) -> Result<Response<pb::CreateContainerResponse>, Status> {
+            let r = req.into_inner();
+            let config = r
+                .config
+                .ok_or_else(|| Status::invalid_argument("container config must be set"))?;
+            ok(self
+                .0
+                .create_container(&r.pod_sandbox_id, config)
+                .await
+                .map(|container_id| pb::CreateContainerResponse { container_id }))
+        }
+
+        async fn start_container(
+            &self,
+            req: Request<pb::StartContainerRequest>,
+        ) -> Result<Response<pb::StartContainerResponse>, Status> {
+            let id = req.into_inner().container_id;
+            ok(self.0.start_container(&id).await.map(|_| pb::StartContainerResponse {}))
+        }
+
+        async fn stop_container(
+            &self,
+            req: Request<pb::StopContainerRequest>,
+        ) -> Result<Response<pb::StopContainerResponse>, Status> {
+            let r = req.into_inner();
+            ok(self
+                .0
+                .stop_container(&r.container_id, r.timeout)
+                .await
+                .map(|_| pb::StopContainerResponse {}))
+        }
+
+        async fn remove_container(
+            &self,
+            req: Request<pb::RemoveContainerRequest>,
+        ) -> Result<Response<pb::RemoveContainerResponse>, Status> {
+            let id = req.into_inner().container_id;
+            ok(self.0.remove_container(&id).await.map(|_| pb::RemoveContainerResponse {}))
+        }
+
+        async fn list_containers(
+            &self,
+            req: Request<pb::ListContainersRequest>,
+        ) -> Result<Response<pb::ListContainersResponse>, Status> {
+            let f = req.into_inner().filter;
+            ok(self
+                .0
+                .list_containers(f)
+                .await
+                .map(|containers| pb::ListContainersResponse { containers }))
+        }
+
+        async fn container_status(
+            &self,
+            req: Request<pb::ContainerStatusRequest>,
+        ) -> Result<Response<pb::ContainerStatusResponse>, Status> {
+            let r = req.into_inner();
+            ok(self.0.container_status(&r.container_id, r.verbose).await)
+        }
+
+        async fn update_container_resources(
+            &self,
+            req: Request<pb::UpdateContainerResourcesRequest>,
+        ) -> Result<Response<pb::UpdateContainerResourcesResponse>, Status> {
+            let r = req.into_inner();
+            ok(self
+                .0
+                .update_container_resources(&r.container_id, r.linux)
+                .await
+                .map(|_| pb::UpdateContainerResourcesResponse {}))
+        }
+
+        async fn reopen_container_log(
+            &self,
+            _req: Request<pb::ReopenContainerLogRequest>,
+        ) -> Result<Response<pb::ReopenContainerLogResponse>, Status> {
+            Err(Error::NotImplemented(
+                "ReopenContainerLog: the shim keeps the container log open; rotate by copy-truncate"
+                    .into(),
+            )
+            .into())
+        }
+
+        async fn exec_sync(
+            &self,
+            req: Request<pb::ExecSyncRequest>,
+        ) -> Result<Response<pb::ExecSyncResponse>, Status> {
+            let r = req.into_inner();
+            ok(self
+                .0
+                .exec_sync(&r.container_id, r.cmd, r.timeout)
+                .await
+                .map(|o| pb::ExecSyncResponse {
+                    stdout: o.stdout,
+                    stderr: o.stderr,
+                    exit_code: o.exit_code,
+                }))
+        }
+
+        async fn exec(
+            &self,
+            _req: Request<pb::ExecRequest>,
+        ) -> Result<Response<pb::ExecResponse>, Status> {
+            Err(streaming("Exec"))
+        }
+
+        async fn attach(
+            &self,
+            _req: Request<pb::AttachRequest>,
+        ) -> Result<Response<pb::AttachResponse>, Status> {
+            Err(streaming("Attach"))
+        }
+
+        async fn port_forward(
+            &self,
+            _req: Request<pb::PortForwardRequest>,
+        ) -> Result<Response<pb::PortForwardResponse>, Status> {
+            Err(streaming("PortForward"))
+        }
+
+        async fn container_stats(
+            &self,
+            req: Request<pb::ContainerStatsRequest>,
+        ) -> Result<Response<pb::ContainerStatsResponse>, Status> {
+            let id = req.into_inner().container_id;
+            ok(self
+                .0
+                .container_stats(&id)
+                .await
+                .map(|s| pb::ContainerStatsResponse { stats: Some(s) }))
+        }
+
+        async fn list_container_stats(
+            &self,
+            req: Request<pb::ListContainerStatsRequest>,
+        ) -> Result<Response<pb::ListContainerStatsResponse>, Status> {
+            let f = req.into_inner().filter;
+            ok(self
+                .0
+                .list_container_stats(f)
+                .await
+                .map(|stats| pb::ListContainerStatsResponse { stats }))
+        }
+
+        async fn update_runtime_config(
+            &self,
+            req: Request<pb::UpdateRuntimeConfigRequest>,
+        ) -> Result<Response<pb::UpdateRuntimeConfigResponse>, Status> {
+            let cidr = req
+                .into_inner()
+                .runtime_config
+                .and_then(|c| c.network_config)
+                .map(|n| n.pod_cidr)
+                .unwrap_or_default();
+            self.0.set_pod_cidr(cidr);
+            Ok(Response::new(pb::UpdateRuntimeConfigResponse {}))
+        }
+
+        async fn runtime_config(
+            &self,
+            _req: Request<pb::RuntimeConfigRequest>,
+        ) -> Result<Response<pb::RuntimeConfigResponse>, Status> {
+            Ok(Response::new(pb::RuntimeConfigResponse {
+                linux: Some(pb::LinuxRuntimeConfiguration {
+                    cgroup_driver: pb::CgroupDriver::Cgroupfs as i32,
+                }),
+            }))
+        }
     }
     unimplemented {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
-        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse = "RuntimeConfig";
     }
 }

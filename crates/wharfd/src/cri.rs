@@ -43,6 +43,52 @@ impl wharf_cri::Hooks for DaemonHooks {
     fn collect_garbage(&self) {
         self.gc.trigger();
     }
+
+    fn task_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<wharf_cri::TaskEvent>> {
+        use prost::Message;
+        use wharf_api::events::{TaskExit, TaskOom};
+        let filters = [
+            format!(
+                "namespace==\"{}\",topic==\"/tasks/exit\"",
+                wharf_cri::NAMESPACE
+            ),
+            format!(
+                "namespace==\"{}\",topic==\"/tasks/oom\"",
+                wharf_cri::NAMESPACE
+            ),
+        ];
+        let mut sub = match self.exchange.subscribe(&filters) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cri: cannot subscribe to task events");
+                return None;
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(e) = sub.next().await {
+                let ev = match e.topic.as_str() {
+                    "/tasks/exit" => TaskExit::decode(e.value.as_slice()).ok().map(|x| {
+                        wharf_cri::TaskEvent::Exit {
+                            container_id: x.container_id,
+                            id: x.id,
+                        }
+                    }),
+                    _ => TaskOom::decode(e.value.as_slice()).ok().map(|x| {
+                        wharf_cri::TaskEvent::Oom {
+                            container_id: x.container_id,
+                        }
+                    }),
+                };
+                if let Some(ev) = ev {
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Some(rx)
+    }
 }
 
 /// The daemon's parts the CRI service works on.
@@ -53,6 +99,9 @@ pub struct Parts<'a> {
     pub registry_config_path: &'a std::path::Path,
     pub exchange: &'a Exchange,
     pub gc: &'a GcScheduler,
+    pub runtime: &'a Arc<wharf_runtime::Manager>,
+    pub root: &'a std::path::Path,
+    pub state: &'a std::path::Path,
 }
 
 /// Builds the CRI service over the daemon's stores: images are unpacked into overlayfs (the
@@ -74,5 +123,8 @@ pub fn build(p: Parts<'_>, config: wharf_cri::Config) -> anyhow::Result<Arc<whar
             exchange: p.exchange.clone(),
             gc: p.gc.clone(),
         }),
+        runtime: p.runtime.clone(),
+        root: p.root.to_path_buf(),
+        state: p.state.to_path_buf(),
     }))
 }

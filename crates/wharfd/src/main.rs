@@ -141,6 +141,8 @@ async fn serve(config: Config) -> Result<()> {
         }
     }
     restart::spawn(daemon.clone());
+    // CRI's exit handling, after its records are reconciled with the restored tasks.
+    daemon.cri.run_background();
     let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
     // Start-up code (config, stores, restore) will not run again: give its pages back once the

@@ -34,7 +34,7 @@ pub struct Daemon {
     /// Where the diff service mounts what it cannot apply to directly.
     pub tmp_mounts: std::path::PathBuf,
     /// Tasks: one shim each.
-    pub runtime: wharf_runtime::Manager,
+    pub runtime: Arc<wharf_runtime::Manager>,
     /// Registry host configuration (`<dir>/<host>/hosts.toml`).
     pub registry_config_path: std::path::PathBuf,
     /// Networks of containers labelled by the CLI.
@@ -77,9 +77,10 @@ impl Daemon {
         let tmp_mounts = root.join("tmpmounts");
         // Mounts left by a crash mid-apply: unmount and remove.
         cleanup_tmp_mounts(&tmp_mounts);
-        let runtime =
+        let runtime = Arc::new(
             wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address)
-                .with_shims(config.runtime.shims.clone());
+                .with_shims(config.runtime.shims.clone()),
+        );
         let exchange = Exchange::new();
         let cri = crate::cri::build(
             crate::cri::Parts {
@@ -89,6 +90,9 @@ impl Daemon {
                 registry_config_path: &config.registry.config_path,
                 exchange: &exchange,
                 gc: &gc,
+                runtime: &runtime,
+                root,
+                state: &config.state,
             },
             config.cri.clone(),
         )?;

@@ -1,0 +1,527 @@
+//! Containers of a pod: CreateContainer (record + snapshot), StartContainer (the task, logging
+//! in CRI format to the pod's log directory), StopContainer, RemoveContainer, ListContainers,
+//! ContainerStatus and UpdateContainerResources.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::MessageField;
+use wharf_api::cri as pb;
+use wharf_core::metadata::Labels;
+use wharf_runtime::api;
+
+use crate::spec::PodContext;
+use crate::store::{self, ContainerMeta, CriContainer, KIND_CONTAINER};
+use crate::task::TaskStatus;
+use crate::{now_nanos, Cri, Error, Result, NAMESPACE};
+
+/// The absolute log path: `dir` + `rel`, refusing anything that leaves `dir`.
+pub fn log_path(dir: &str, rel: &str) -> Result<String> {
+    if dir.is_empty() || rel.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "log path {rel:?} must stay inside the log directory {dir:?}"
+        ))
+    };
+    let mut out = PathBuf::from(dir);
+    let base_len = out.components().count();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if out.components().count() <= base_len {
+                    return Err(bad());
+                }
+                out.pop();
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(bad()),
+        }
+    }
+    if out.components().count() <= base_len {
+        return Err(bad());
+    }
+    Ok(out.display().to_string())
+}
+
+/// The CRI state, and for an exited container (code, reason, finished_at).
+pub struct Observed {
+    pub state: pb::ContainerState,
+    pub exit_code: i32,
+    pub reason: String,
+    pub finished_at: i64,
+}
+
+fn reason(code: i32, oom: bool) -> String {
+    if oom {
+        "OOMKilled".into()
+    } else if code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    }
+}
+
+impl Cri {
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: pb::ContainerConfig,
+    ) -> Result<String> {
+        let started = Instant::now();
+        let sandbox = self
+            .sandbox(sandbox_id)
+            .map_err(|e| e.context(format!("failed to find sandbox {sandbox_id:?}")))?;
+        let (state, pause_pid) = self.sandbox_state(&sandbox).await;
+        if state != pb::PodSandboxState::SandboxReady {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox {} is not ready",
+                sandbox.id()
+            )));
+        }
+        let cmd = config.metadata.clone().unwrap_or_default();
+        if cmd.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "container config must include metadata with a name".into(),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self
+            .resolve_image(&image_name)?
+            .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))
+            .map_err(|e| e.context(format!("failed to resolve image {image_name:?}")))?;
+        let log = log_path(&sandbox.config.log_directory, &config.log_path)?;
+        let pod_md = sandbox.metadata();
+        let name = store::container_name(&cmd, &pod_md);
+        let id = store::new_id()?;
+        let opts = crate::spec::container_options(
+            &id,
+            &config,
+            &PodContext {
+                sandbox: &sandbox,
+                pause_pid,
+                image_name: &image_name,
+            },
+        )?;
+        let meta = ContainerMeta {
+            config: store::encode_pb(&config),
+            name: name.clone(),
+            sandbox_id: sandbox.id().to_string(),
+            log_path: log,
+            image_ref: image_name.clone(),
+            image_id: image.id.clone(),
+            created_at: now_nanos(),
+            ..Default::default()
+        };
+        let labels = store::labels(
+            &config.labels,
+            KIND_CONTAINER,
+            &name,
+            &pod_md,
+            Some(&cmd.name),
+        );
+        {
+            let _names = self.names.lock().await;
+            if let Some(owner) = self.name_owner(KIND_CONTAINER, &name)? {
+                return Err(Error::AlreadyExists(format!(
+                    "failed to reserve container name {name:?}: name {name:?} is reserved for {owner:?}"
+                )));
+            }
+            let record = store::record(
+                &id,
+                labels,
+                image
+                    .references
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(&image.id),
+                self.snapshotter.name(),
+                sandbox.id(),
+                b"{}".to_vec(),
+            );
+            self.db
+                .container_create(NAMESPACE, store::with_container_meta(record, &meta)?)?;
+        }
+        let made = async {
+            let parent = image.chain_id.as_ref().map(|c| c.to_string());
+            let snapshotter = self.snapshotter.clone();
+            let key = id.clone();
+            let mounts = tokio::task::spawn_blocking(move || {
+                snapshotter.prepare(NAMESPACE, &key, parent.as_deref(), Labels::new(), None)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
+            let root = crate::spec::passwd_root(&mounts);
+            let spec = wharf_core::spec::generate(&image.config, root.as_deref(), &opts)?;
+            let spec =
+                serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
+            let mut c = self.container(&id)?;
+            c.record.spec = Some(wharf_core::metadata::Payload {
+                type_url: store::SPEC_TYPE.into(),
+                value: spec,
+            });
+            self.save_spec(&c.record)
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = self.snapshotter.remove(NAMESPACE, &id);
+            let _ = self.db.container_delete(NAMESPACE, &id);
+            return Err(e);
+        }
+        tracing::info!(id = %id, name = %name, elapsed_ms = started.elapsed().as_millis() as u64, "cri: CreateContainer");
+        Ok(id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let started = Instant::now();
+        let mut c = self.container(id)?;
+        let id = c.id().to_string();
+        let lock = self.lock_of(&id);
+        let _held = lock.lock().await;
+        c = self.container(&id)?;
+        if c.meta.started_at != 0 || self.shim(&id).await.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not in created state"
+            )));
+        }
+        let sandbox = self.sandbox(&c.meta.sandbox_id)?;
+        let (state, _) = self.sandbox_state(&sandbox).await;
+        if state != pb::PodSandboxState::SandboxReady {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox container {} is not running",
+                sandbox.id()
+            )));
+        }
+        let uri = if c.meta.log_path.is_empty() {
+            String::new()
+        } else {
+            let p = Path::new(&c.meta.log_path);
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::Internal(format!("create log directory {}: {e}", dir.display()))
+                })?;
+            }
+            format!("file://{}?format=cri", c.meta.log_path)
+        };
+        let spec = c
+            .record
+            .spec
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default();
+        let (shim, _) = self.create_task(&id, spec, &uri, &uri).await?;
+        let start_time = now_nanos();
+        if let Err(e) = shim.start("").await {
+            let _ = self.delete_task(&id).await;
+            c.meta.finished_at = now_nanos();
+            c.meta.started_at = c.meta.finished_at;
+            c.meta.exit_code = 128;
+            c.meta.reason = "StartError".into();
+            c.meta.message = e.to_string();
+            let _ = self.save_container_meta(&c);
+            return Err(Error::from(e).context(format!("failed to start container {id:?}")));
+        }
+        c.meta.started_at = start_time;
+        self.save_container_meta(&c)?;
+        tracing::info!(id = %id, elapsed_ms = started.elapsed().as_millis() as u64, "cri: StartContainer");
+        Ok(())
+    }
+
+    /// StopContainer: SIGTERM, `timeout` seconds, SIGKILL; then its exit is recorded.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let c = self.container(id)?;
+        let id = c.id().to_string();
+        self.stop_task(&id, Duration::from_secs(timeout.max(0) as u64))
+            .await?;
+        self.finish_container(&id).await;
+        Ok(())
+    }
+
+    /// RemoveContainer: stops it if running, removes task, snapshot and record (not its log).
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let c = match self.container(id) {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let id = c.id().to_string();
+        self.stop_task(&id, Duration::ZERO).await?;
+        self.finish_container(&id).await;
+        let lock = self.lock_of(&id);
+        let held = lock.lock().await;
+        self.delete_task(&id).await?;
+        match self.snapshotter.remove(NAMESPACE, &id) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(Error::from(e).context(format!("remove container {id} snapshot"))),
+        }
+        match self.db.container_delete(NAMESPACE, &id) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        drop(held);
+        self.forget_lock(&id);
+        Ok(())
+    }
+
+    /// The container's state as CRI reports it.
+    pub(crate) async fn observe(&self, c: &CriContainer) -> Observed {
+        let m = &c.meta;
+        if m.finished_at != 0 {
+            return Observed {
+                state: pb::ContainerState::ContainerExited,
+                exit_code: m.exit_code,
+                reason: m.reason.clone(),
+                finished_at: m.finished_at,
+            };
+        }
+        let running = |state| Observed {
+            state,
+            exit_code: 0,
+            reason: String::new(),
+            finished_at: 0,
+        };
+        match self.task_state(c.id()).await {
+            Some(t) => match t.status {
+                TaskStatus::Running => running(pb::ContainerState::ContainerRunning),
+                TaskStatus::Created => running(pb::ContainerState::ContainerCreated),
+                TaskStatus::Stopped => {
+                    let code = t.exit_status as i32;
+                    Observed {
+                        state: pb::ContainerState::ContainerExited,
+                        exit_code: code,
+                        reason: reason(code, self.oom_killed(c.id())),
+                        finished_at: if t.exited_at > 0 {
+                            t.exited_at
+                        } else {
+                            now_nanos()
+                        },
+                    }
+                }
+            },
+            None if m.started_at != 0 => Observed {
+                state: pb::ContainerState::ContainerExited,
+                exit_code: 255,
+                reason: "Unknown".into(),
+                finished_at: m.started_at,
+            },
+            None => running(pb::ContainerState::ContainerCreated),
+        }
+    }
+
+    fn oom_killed(&self, id: &str) -> bool {
+        self.oom.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+
+    /// Records the exit of a container whose task stopped (or vanished) and deletes the task.
+    pub(crate) async fn finish_container(&self, id: &str) {
+        let lock = self.lock_of(id);
+        let _held = lock.lock().await;
+        let Ok(mut c) = self.container(id) else {
+            return;
+        };
+        if c.meta.finished_at == 0 && c.meta.started_at != 0 {
+            let o = self.observe(&c).await;
+            if o.state != pb::ContainerState::ContainerExited {
+                return;
+            }
+            c.meta.finished_at = o.finished_at;
+            c.meta.exit_code = o.exit_code;
+            c.meta.reason = o.reason;
+            if let Err(e) = self.save_container_meta(&c) {
+                tracing::warn!(id, error = %e, "cri: record container exit");
+                return;
+            }
+            if let Ok(mut oom) = self.oom.lock() {
+                oom.remove(id);
+            }
+        }
+        if c.meta.finished_at != 0 {
+            if let Err(e) = self.delete_task(id).await {
+                tracing::warn!(id, error = %e, "cri: delete exited container task");
+            }
+        }
+    }
+
+    fn container_pb(&self, c: &CriContainer, state: pb::ContainerState) -> pb::Container {
+        pb::Container {
+            id: c.id().to_string(),
+            pod_sandbox_id: c.meta.sandbox_id.clone(),
+            metadata: c.config.metadata.clone(),
+            image: c.config.image.clone(),
+            image_ref: c.meta.image_id.clone(),
+            state: state as i32,
+            created_at: c.meta.created_at,
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub async fn list_containers(
+        &self,
+        filter: Option<pb::ContainerFilter>,
+    ) -> Result<Vec<pb::Container>> {
+        let f = filter.unwrap_or_default();
+        let mut out = Vec::new();
+        for c in self.containers()? {
+            if !f.id.is_empty() && !c.id().starts_with(&f.id) {
+                continue;
+            }
+            if !f.pod_sandbox_id.is_empty() && !c.meta.sandbox_id.starts_with(&f.pod_sandbox_id) {
+                continue;
+            }
+            if !store::selects(&f.label_selector, &c.config.labels) {
+                continue;
+            }
+            let o = self.observe(&c).await;
+            if f.state.as_ref().is_some_and(|w| w.state != o.state as i32) {
+                continue;
+            }
+            out.push(self.container_pb(&c, o.state));
+        }
+        Ok(out)
+    }
+
+    pub async fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<pb::ContainerStatusResponse> {
+        let c = self.container(id)?;
+        let o = self.observe(&c).await;
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            let pid = self.task_state(c.id()).await.map(|t| t.pid).unwrap_or(0);
+            let v = serde_json::json!({
+                "sandboxID": c.meta.sandbox_id,
+                "pid": pid,
+                "snapshotKey": c.record.snapshot_key,
+                "snapshotter": c.record.snapshotter,
+                "runtimeType": store::RUNTIME,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        let resources = c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| pb::ContainerResources {
+                linux: Some(r),
+                windows: None,
+            });
+        Ok(pb::ContainerStatusResponse {
+            status: Some(pb::ContainerStatus {
+                id: c.id().to_string(),
+                metadata: c.config.metadata.clone(),
+                state: o.state as i32,
+                created_at: c.meta.created_at,
+                started_at: c.meta.started_at,
+                finished_at: o.finished_at,
+                exit_code: o.exit_code,
+                image: c.config.image.clone(),
+                image_ref: c.meta.image_id.clone(),
+                image_id: c.meta.image_id.clone(),
+                reason: o.reason,
+                message: c.meta.message.clone(),
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+                mounts: c.config.mounts.clone(),
+                log_path: c.meta.log_path.clone(),
+                resources,
+                ..Default::default()
+            }),
+            info,
+        })
+    }
+
+    /// UpdateContainerResources: the shim applies them to a running task; the record keeps
+    /// them for the next start.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: Option<pb::LinuxContainerResources>,
+    ) -> Result<()> {
+        let Some(r) = resources else {
+            return Ok(());
+        };
+        let mut c = self.container(id)?;
+        let id = c.id().to_string();
+        let lock = self.lock_of(&id);
+        let _held = lock.lock().await;
+        let json = crate::spec::linux_resources(&r);
+        if let Some(shim) = self.shim(&id).await {
+            let value = serde_json::to_vec(&json)
+                .map_err(|e| Error::Internal(format!("resources: {e}")))?;
+            let req = api::UpdateTaskRequest {
+                id: id.clone(),
+                resources: MessageField::some(Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                        .into(),
+                    value,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            shim.update(&req)
+                .await
+                .map_err(|e| Error::from(e).context("failed to update resources"))?;
+        }
+        // The spec and the config keep the new values.
+        if let Some(spec) = c.record.spec.as_mut() {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&spec.value) {
+                if let Some(res) = v
+                    .get_mut("linux")
+                    .and_then(|l| l.get_mut("resources"))
+                    .and_then(|r| r.as_object_mut())
+                {
+                    if let Some(obj) = json.as_object() {
+                        for (k, val) in obj {
+                            res.insert(k.clone(), val.clone());
+                        }
+                    }
+                }
+                if let Ok(b) = serde_json::to_vec(&v) {
+                    spec.value = b;
+                }
+            }
+        }
+        self.save_spec(&c.record)?;
+        let mut linux = c.config.linux.clone().unwrap_or_default();
+        linux.resources = Some(r);
+        c.config.linux = Some(linux);
+        c.meta.config = store::encode_pb(&c.config);
+        self.save_container_meta(&c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_inside() {
+        assert_eq!(
+            log_path("/var/log/pods/p", "c/0.log").unwrap(),
+            "/var/log/pods/p/c/0.log"
+        );
+        assert_eq!(
+            log_path("/var/log/pods/p", "c/../d/0.log").unwrap(),
+            "/var/log/pods/p/d/0.log"
+        );
+        assert!(log_path("/var/log/pods/p", "../x.log").is_err());
+        assert!(log_path("/var/log/pods/p", "c/../../x.log").is_err());
+        assert!(log_path("/var/log/pods/p", "/etc/passwd").is_err());
+        assert!(log_path("/var/log/pods/p", ".").is_err());
+        assert_eq!(log_path("", "x.log").unwrap(), "");
+    }
+}

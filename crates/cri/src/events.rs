@@ -1,0 +1,78 @@
+//! Task exits and OOM kills, as the daemon forwards them from shims: a container's exit is
+//! recorded (code, time, reason Completed/Error/OOMKilled) and its task deleted, as
+//! containerd's CRI event monitor does; a pause task's exit leaves its sandbox NOTREADY. At
+//! start, records are reconciled with the tasks the shim manager restored.
+
+use crate::store::{KIND_CONTAINER, KIND_SANDBOX, LABEL_KIND};
+use crate::task::TaskStatus;
+use crate::{Cri, NAMESPACE};
+
+/// An event of a task in `k8s.io`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// A process exited; `id` is the exec id, equal to `container_id` for the task itself.
+    Exit {
+        container_id: String,
+        id: String,
+    },
+    Oom {
+        container_id: String,
+    },
+}
+
+impl Cri {
+    pub(crate) async fn handle_events(
+        &self,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<TaskEvent>,
+    ) {
+        while let Some(e) = rx.recv().await {
+            match e {
+                TaskEvent::Oom { container_id } => {
+                    if let Ok(mut s) = self.oom.lock() {
+                        s.insert(container_id);
+                    }
+                }
+                TaskEvent::Exit { container_id, id } if container_id == id => {
+                    self.task_exited(&container_id).await;
+                }
+                TaskEvent::Exit { .. } => {}
+            }
+        }
+    }
+
+    async fn task_exited(&self, id: &str) {
+        let kind = match self.db.container_get(NAMESPACE, id) {
+            Ok(c) => c.labels.get(LABEL_KIND).cloned().unwrap_or_default(),
+            Err(_) => return,
+        };
+        match kind.as_str() {
+            KIND_CONTAINER => self.finish_container(id).await,
+            KIND_SANDBOX => self.finish_sandbox(id).await,
+            _ => {}
+        }
+    }
+
+    /// Containers and sandboxes whose task ended while nobody listened get their exit recorded.
+    pub(crate) async fn reconcile(&self) {
+        if let Ok(containers) = self.containers() {
+            for c in containers {
+                if c.meta.started_at == 0 || c.meta.finished_at != 0 {
+                    continue;
+                }
+                match self.task_state(c.id()).await {
+                    Some(t) if t.status != TaskStatus::Stopped => {}
+                    _ => self.finish_container(c.id()).await,
+                }
+            }
+        }
+        if let Ok(sandboxes) = self.sandboxes() {
+            for s in sandboxes {
+                if let Some(t) = self.task_state(s.id()).await {
+                    if t.status == TaskStatus::Stopped {
+                        self.finish_sandbox(s.id()).await;
+                    }
+                }
+            }
+        }
+    }
+}
