@@ -759,7 +759,14 @@ fn cri_pods_network_containers_logs_exec_stats() {
         pull(&mut i, &image, None).await.expect("pull busybox");
 
         // Pod A: the built-in pause image, an address from the test's subnet.
-        let cfg_a = pod_config("pod-a", "uid-a", &logs.join("a"));
+        let mut cfg_a = pod_config("pod-a", "uid-a", &logs.join("a"));
+        let host_port = 20000 + (std::process::id() % 10000) as i32;
+        cfg_a.port_mappings = vec![pb::PortMapping {
+            protocol: pb::Protocol::Tcp as i32,
+            container_port: 80,
+            host_port,
+            host_ip: String::new(),
+        }];
         let t = Instant::now();
         let a = match run_pod(&mut r, &cfg_a).await {
             Ok(a) => a,
@@ -835,6 +842,21 @@ fn cri_pods_network_containers_logs_exec_stats() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(got, "hello-from-a");
+        // And so does the host, through the pod's port mapping (on the bridge's address).
+        let gateway = format!("{}1:{host_port}", env.prefix);
+        let body = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect_timeout(&gateway.parse().unwrap(), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect {gateway}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut v = String::new();
+            let _ = s.read_to_string(&mut v);
+            v
+        })
+        .await
+        .unwrap();
+        assert!(body.ends_with("hello-from-a\n"), "{body}");
 
         // Logs in CRI format at the requested path.
         let text = std::fs::read_to_string(&log_file).unwrap();
@@ -897,6 +919,19 @@ fn cri_pods_network_containers_logs_exec_stats() {
         assert!(s.finished_at >= s.started_at);
         let s = exited(&mut r, &bad).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (2, "Error"), "{s:?}");
+        // A container over its memory limit is OOMKilled.
+        let mut hog = container_config("hog", &image, &["tail", "/dev/zero"]);
+        hog.linux = Some(pb::LinuxContainerConfig {
+            resources: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            security_context: None,
+        });
+        let hog = create(&mut r, &b, &cfg_b, hog).await.unwrap();
+        start(&mut r, &hog).await;
+        let s = exited(&mut r, &hog).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"), "{s:?}");
 
         // Security context: a user, a read-only rootfs, a dropped capability.
         let mut sec = container_config("sec", &image, &["sleep", "3600"]);
@@ -948,14 +983,14 @@ fn cri_pods_network_containers_logs_exec_stats() {
             }
         };
         let in_b = list(pb::ContainerFilter { pod_sandbox_id: b.clone(), ..Default::default() }).await;
-        assert_eq!(in_b.len(), 5, "{in_b:?}");
+        assert_eq!(in_b.len(), 6, "{in_b:?}");
         let exited_b = list(pb::ContainerFilter {
             pod_sandbox_id: b.clone(),
             state: Some(pb::ContainerStateValue { state: pb::ContainerState::ContainerExited as i32 }),
             ..Default::default()
         })
         .await;
-        assert_eq!(exited_b.len(), 2, "{exited_b:?}");
+        assert_eq!(exited_b.len(), 3, "{exited_b:?}");
         let by_label = list(pb::ContainerFilter {
             label_selector: [("c".to_string(), "web".to_string())].into(),
             ..Default::default()
@@ -1028,7 +1063,7 @@ fn cri_pod_survives_wharfd_restart() {
     let mut env = pod_env();
     let logs = env.w.dir.path().join("logs");
     let cfg = pod_config("survivor", "uid-s", &logs);
-    let (pod, ctr) = rt().block_on(async {
+    let (pod, ctr, gone, gone_pid) = rt().block_on(async {
         let (mut r, mut i) = clients(&env.w).await;
         // No registry: the pod and its container both run the built-in pause image.
         let pod = run_pod(&mut r, &cfg).await.expect("RunPodSandbox");
@@ -1043,9 +1078,33 @@ fn cri_pod_survives_wharfd_restart() {
             .await
             .unwrap();
         start(&mut r, &ctr).await;
-        (pod, ctr)
+        // A second container ends while wharfd is down.
+        let gone = create(&mut r, &pod, &cfg, container_config("gone", &pause, &[]))
+            .await
+            .unwrap();
+        start(&mut r, &gone).await;
+        let info = r
+            .container_status(pb::ContainerStatusRequest {
+                container_id: gone.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let pid = v["pid"].as_i64().unwrap() as i32;
+        assert!(pid > 0, "{v}");
+        (pod, ctr, gone, pid)
     });
     env.w.kill();
+    let pid = nix::unistd::Pid::from_raw(gone_pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{gone_pid}")).exists() {
+        assert!(Instant::now() < deadline, "pause {gone_pid} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     env.w.spawn().unwrap();
     rt().block_on(async {
         let (mut r, _) = clients(&env.w).await;
@@ -1066,8 +1125,13 @@ fn cri_pod_survives_wharfd_restart() {
             .unwrap()
             .into_inner()
             .containers;
-        assert_eq!(cs.len(), 1);
-        assert_eq!(cs[0].state, pb::ContainerState::ContainerRunning as i32);
+        assert_eq!(cs.len(), 2);
+        let st = c_status(&mut r, &gone).await;
+        assert_eq!(
+            (st.state, st.exit_code, st.reason.as_str()),
+            (pb::ContainerState::ContainerExited as i32, 0, "Completed"),
+            "{st:?}"
+        );
         let st = c_status(&mut r, &ctr).await;
         assert_eq!(
             st.state,

@@ -65,6 +65,16 @@ fn reason(code: i32, oom: bool) -> String {
     }
 }
 
+/// Whether the container's cgroup saw an OOM kill (the cgroup stays until the task is deleted).
+fn cgroup_oom(c: &CriContainer) -> bool {
+    c.record
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok())
+        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+        .is_some_and(|p| crate::spec::cgroup_oom_killed(&p))
+}
+
 impl Cri {
     pub async fn create_container(
         &self,
@@ -295,10 +305,11 @@ impl Cri {
                 TaskStatus::Created => running(pb::ContainerState::ContainerCreated),
                 TaskStatus::Stopped => {
                     let code = t.exit_status as i32;
+                    let oom = self.oom_killed(c.id()) || (code == 137 && cgroup_oom(c));
                     Observed {
                         state: pb::ContainerState::ContainerExited,
                         exit_code: code,
-                        reason: reason(code, self.oom_killed(c.id())),
+                        reason: reason(code, oom),
                         finished_at: if t.exited_at > 0 {
                             t.exited_at
                         } else {

@@ -36,13 +36,37 @@ fn oom_score(want: i32) -> i32 {
     want.max(ours)
 }
 
-/// `<parent>/<id>` (cgroupfs driver), or nothing without a parent.
+/// `<parent>/<id>` (cgroupfs driver); `/k8s.io/<id>` without a parent (the shim's default,
+/// made explicit so OOM kills can be read back from the cgroup).
 fn cgroups_path(parent: &str, id: &str) -> Option<String> {
     if parent.is_empty() {
-        None
+        Some(format!("/{}/{id}", crate::NAMESPACE))
     } else {
         Some(format!("{}/{id}", parent.trim_end_matches('/')))
     }
+}
+
+/// Did the kernel OOM-kill a process of the cgroup at `path` (the spec's `cgroupsPath`)?
+/// Reads `oom_kill` from memory.oom_control (v1) or memory.events (v2).
+pub fn cgroup_oom_killed(path: &str) -> bool {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return false;
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    [
+        root.join("memory").join(rel).join("memory.oom_control"),
+        root.join(rel).join("memory.events"),
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok())
+    .flat_map(|t| {
+        t.lines()
+            .filter_map(|l| l.strip_prefix("oom_kill "))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    })
+    .any(|n| n > 0)
 }
 
 /// `uid[:gid]` or `name[:gid]` for core's user resolution.
@@ -359,6 +383,8 @@ pub fn container_options(
         },
         mounts,
         memory_limit: pos(res.memory_limit_in_bytes),
+        memory_swap: pos(res.memory_swap_limit_in_bytes)
+            .filter(|s| res.memory_limit_in_bytes > 0 && *s >= res.memory_limit_in_bytes),
         cpu_quota: pos(res.cpu_quota),
         cpu_period: pos(res.cpu_period).map(|p| p as u64),
         cpu_shares: pos(res.cpu_shares).map(|s| s as u64),
