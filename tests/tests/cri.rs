@@ -909,6 +909,41 @@ fn cri_pods_network_containers_logs_exec_stats() {
         .expect("UpdateContainerResources");
         assert_eq!(limit(exec(&mut r, &sl, &cat).await), (64u64 << 20).to_string());
 
+        // Log rotation as kubelet does it: rename, ReopenContainerLog, new lines in a new file.
+        let ticker = create(
+            &mut r,
+            &b,
+            &cfg_b,
+            container_config("ticker", &image, &["sh", "-c", "while true; do echo tick; sleep 1; done"]),
+        )
+        .await
+        .unwrap();
+        start(&mut r, &ticker).await;
+        let tick_log = logs.join("b/ticker/0.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&tick_log).unwrap_or_default().contains(" stdout F tick") {
+            assert!(Instant::now() < deadline, "no tick in {}", tick_log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::fs::rename(&tick_log, logs.join("b/ticker/0.log.20260101-000000")).unwrap();
+        r.reopen_container_log(pb::ReopenContainerLogRequest { container_id: ticker.clone() })
+            .await
+            .expect("ReopenContainerLog");
+        assert!(tick_log.exists());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&tick_log).unwrap_or_default().contains(" stdout F tick") {
+            assert!(Instant::now() < deadline, "no tick after reopening {}", tick_log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        r.stop_container(pb::StopContainerRequest { container_id: ticker.clone(), timeout: 0 })
+            .await
+            .unwrap();
+        let e = r
+            .reopen_container_log(pb::ReopenContainerLogRequest { container_id: ticker.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
         // Exit codes and reasons.
         let ok = create(&mut r, &b, &cfg_b, container_config("ok", &image, &["sh", "-c", "exit 0"])).await.unwrap();
         let bad = create(&mut r, &b, &cfg_b, container_config("bad", &image, &["sh", "-c", "exit 2"])).await.unwrap();
@@ -983,14 +1018,14 @@ fn cri_pods_network_containers_logs_exec_stats() {
             }
         };
         let in_b = list(pb::ContainerFilter { pod_sandbox_id: b.clone(), ..Default::default() }).await;
-        assert_eq!(in_b.len(), 6, "{in_b:?}");
+        assert_eq!(in_b.len(), 7, "{in_b:?}");
         let exited_b = list(pb::ContainerFilter {
             pod_sandbox_id: b.clone(),
             state: Some(pb::ContainerStateValue { state: pb::ContainerState::ContainerExited as i32 }),
             ..Default::default()
         })
         .await;
-        assert_eq!(exited_b.len(), 3, "{exited_b:?}");
+        assert_eq!(exited_b.len(), 4, "{exited_b:?}");
         let by_label = list(pb::ContainerFilter {
             label_selector: [("c".to_string(), "web".to_string())].into(),
             ..Default::default()
@@ -1039,6 +1074,20 @@ fn cri_pods_network_containers_logs_exec_stats() {
         r.stop_pod_sandbox(pb::StopPodSandboxRequest { pod_sandbox_id: a.clone() }).await.expect("stop twice");
         let sa = pod_status(&mut r, &a).await;
         assert_eq!(sa.state, pb::PodSandboxState::SandboxNotready as i32);
+        let not_ready = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest {
+                filter: Some(pb::PodSandboxFilter {
+                    state: Some(pb::PodSandboxStateValue {
+                        state: pb::PodSandboxState::SandboxNotready as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert_eq!(not_ready.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![a.clone()]);
         assert!(!netns_a.exists());
         assert!(!ipam.exists());
         assert_eq!(veths(&env.network), veths_before - 1);
@@ -1159,4 +1208,116 @@ fn cri_pod_survives_wharfd_restart() {
         assert!(!env.w.state.join("cri/netns").join(&pod).exists());
         assert_eq!(veths(&env.network), 0);
     });
+}
+
+#[test]
+fn cri_host_network_sysctls_cgroup_parent() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let img = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &img).unwrap();
+    let env = pod_env();
+    let image = format!("{}/busybox:latest", reg.host());
+    let logs = env.w.dir.path().join("logs");
+    let parent = format!("wharf-test-{}", std::process::id());
+    rt().block_on(async {
+        let (mut r, mut i) = clients(&env.w).await;
+        pull(&mut i, &image, None).await.expect("pull busybox");
+
+        // Host network: no namespace of its own, the host's name and /etc/hosts.
+        let mut host = pod_config("host", "uid-h", &logs.join("h"));
+        if let Some(ns) = host
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.network = pb::NamespaceMode::Node as i32;
+        }
+        let h = run_pod(&mut r, &host).await.expect("host network pod");
+        let st = pod_status(&mut r, &h).await;
+        assert_eq!(st.state, pb::PodSandboxState::SandboxReady as i32);
+        assert!(st.network.is_none(), "{st:?}");
+        assert_eq!(
+            st.linux
+                .unwrap()
+                .namespaces
+                .unwrap()
+                .options
+                .unwrap()
+                .network,
+            pb::NamespaceMode::Node as i32
+        );
+        assert!(!env.w.state.join("cri/netns").join(&h).exists());
+        let c = create(
+            &mut r,
+            &h,
+            &host,
+            container_config("c", &image, &["sleep", "3600"]),
+        )
+        .await
+        .unwrap();
+        start(&mut r, &c).await;
+        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        assert_eq!(out(&exec(&mut r, &c, &["hostname"]).await), hostname);
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        assert_eq!(
+            out(&exec(&mut r, &c, &["cat", "/etc/hosts"]).await),
+            hosts.trim()
+        );
+
+        // Sysctls of the pod's namespaces; cgroups under the pod's parent.
+        let mut cfg = pod_config("tuned", "uid-t", &logs.join("t"));
+        if let Some(l) = cfg.linux.as_mut() {
+            l.cgroup_parent = format!("/{parent}");
+            l.sysctls = [
+                ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                (
+                    "net.ipv4.ip_local_port_range".to_string(),
+                    "40000 50000".to_string(),
+                ),
+            ]
+            .into();
+        }
+        let t = run_pod(&mut r, &cfg).await.expect("pod with sysctls");
+        let c = create(
+            &mut r,
+            &t,
+            &cfg,
+            container_config("c", &image, &["sleep", "3600"]),
+        )
+        .await
+        .unwrap();
+        start(&mut r, &c).await;
+        assert_eq!(
+            out(&exec(&mut r, &c, &["cat", "/proc/sys/kernel/shm_rmid_forced"]).await),
+            "1"
+        );
+        assert_eq!(
+            out(&exec(
+                &mut r,
+                &c,
+                &["cat", "/proc/sys/net/ipv4/ip_local_port_range"]
+            )
+            .await),
+            "40000\t50000"
+        );
+        let cg = std::path::Path::new("/sys/fs/cgroup/memory").join(&parent);
+        assert!(cg.join(&t).is_dir(), "{}", cg.join(&t).display());
+        assert!(cg.join(&c).is_dir(), "{}", cg.join(&c).display());
+
+        for p in [&h, &t] {
+            r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+                pod_sandbox_id: p.to_string(),
+            })
+            .await
+            .unwrap();
+        }
+    });
+    // The parent cgroups the test asked for.
+    if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+        for d in dirs.flatten() {
+            let _ = std::fs::remove_dir(d.path().join(&parent));
+        }
+    }
 }

@@ -455,6 +455,27 @@ impl Cri {
         })
     }
 
+    /// ReopenContainerLog: after kubelet renamed the log, a new file is made at the path; the
+    /// shim notices the rename and writes there from its next line (within a second).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if self.observe(&c).await.state != pb::ContainerState::ContainerRunning {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id()
+            )));
+        }
+        if c.meta.log_path.is_empty() {
+            return Ok(());
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&c.meta.log_path)
+            .map(|_| ())
+            .map_err(|e| Error::Internal(format!("reopen log {}: {e}", c.meta.log_path)))
+    }
+
     /// UpdateContainerResources: the shim applies them to a running task; the record keeps
     /// them for the next start.
     pub async fn update_container_resources(

@@ -257,13 +257,14 @@ runtime_service! {
 
         async fn reopen_container_log(
             &self,
-            _req: Request<pb::ReopenContainerLogRequest>,
+            req: Request<pb::ReopenContainerLogRequest>,
         ) -> Result<Response<pb::ReopenContainerLogResponse>, Status> {
-            Err(Error::NotImplemented(
-                "ReopenContainerLog: the shim keeps the container log open; rotate by copy-truncate"
-                    .into(),
-            )
-            .into())
+            let id = req.into_inner().container_id;
+            ok(self
+                .0
+                .reopen_container_log(&id)
+                .await
+                .map(|_| pb::ReopenContainerLogResponse {}))
         }
 
         async fn exec_sync(

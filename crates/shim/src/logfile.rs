@@ -5,12 +5,21 @@
 //! and copy each line, stamped with its stream and time, into one file. `max-size=BYTES` rotates
 //! the file (`path.1`, `path.2`, …) keeping `max-file` files in all. A plain `file://` URI without
 //! a format stays a raw append of the bytes, as containerd's shim does.
+//!
+//! A log file renamed or removed from under the shim (kubelet's rotation, which then asks the
+//! runtime to reopen the log) is noticed within [`REOPEN_CHECK`]: the next record goes to a
+//! file at the original path again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the log path is compared with the open file (a rename makes a new file).
+pub const REOPEN_CHECK: Duration = Duration::from_secs(1);
 
 /// Longest line kept whole; longer ones are split into partial records (docker and CRI do too).
 const MAX_LINE: usize = 16 * 1024;
@@ -85,6 +94,7 @@ pub struct Sink {
     uri: LogUri,
     file: File,
     size: u64,
+    checked: Instant,
 }
 
 impl Sink {
@@ -97,7 +107,30 @@ impl Sink {
             .append(true)
             .open(&uri.path)?;
         let size = file.metadata()?.len();
-        Ok(Arc::new(Mutex::new(Sink { uri, file, size })))
+        Ok(Arc::new(Mutex::new(Sink {
+            uri,
+            file,
+            size,
+            checked: Instant::now(),
+        })))
+    }
+
+    /// Opens the path again if it no longer names the open file.
+    fn reopen_if_moved(&mut self) -> std::io::Result<()> {
+        let open = self.file.metadata()?;
+        let same = std::fs::metadata(&self.uri.path)
+            .is_ok_and(|m| m.ino() == open.ino() && m.dev() == open.dev());
+        if !same {
+            if let Some(dir) = self.uri.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.uri.path)?;
+            self.size = self.file.metadata()?.len();
+        }
+        Ok(())
     }
 
     fn rotated(path: &Path, n: u32) -> PathBuf {
@@ -125,6 +158,10 @@ impl Sink {
     }
 
     fn record(&mut self, stream: &str, line: &[u8], partial: bool) -> std::io::Result<()> {
+        if self.checked.elapsed() >= REOPEN_CHECK {
+            self.checked = Instant::now();
+            self.reopen_if_moved()?;
+        }
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let text = String::from_utf8_lossy(line);
         let mut out = match self.uri.format {
@@ -272,6 +309,31 @@ mod tests {
         let tags: Vec<&str> = text.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
         assert_eq!(tags, vec!["P", "F"]);
         assert!(text.lines().all(|l| l.split(' ').nth(1) == Some("stdout")));
+    }
+
+    #[test]
+    fn reopens_a_moved_file() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("0.log");
+        let uri = LogUri::parse(&format!("file://{}?format=cri", path.display()))
+            .unwrap()
+            .unwrap();
+        let sink = Sink::open(uri).unwrap();
+        sink.lock()
+            .unwrap()
+            .record("stdout", b"one\n", false)
+            .unwrap();
+        std::fs::rename(&path, d.path().join("0.log.1")).unwrap();
+        let mut s = sink.lock().unwrap();
+        s.checked = Instant::now() - REOPEN_CHECK;
+        s.record("stdout", b"two\n", false).unwrap();
+        drop(s);
+        assert!(std::fs::read_to_string(d.path().join("0.log.1"))
+            .unwrap()
+            .ends_with(" stdout F one\n"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with(" stdout F two\n"));
     }
 
     #[test]
