@@ -168,6 +168,39 @@ fn cri_version_status_and_unimplemented() {
             net.message
         );
 
+        // Without a network a pod cannot start, and leaves nothing behind.
+        let pod = pb::PodSandboxConfig {
+            metadata: Some(pb::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "n".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        let e = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message().contains("cni plugin not initialized"),
+            "{}",
+            e.message()
+        );
+        let pods = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(pods.is_empty(), "{pods:?}");
+        let netns = w.state.join("cri/netns");
+        assert_eq!(std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0), 0);
+
         // A network config appears: ready, without a restart.
         let dir = w.dir.path().join("net.d");
         std::fs::create_dir_all(&dir).unwrap();
@@ -812,7 +845,13 @@ fn cri_pods_network_containers_logs_exec_stats() {
         assert!(st.started_at >= st.created_at && st.created_at > 0);
         let log_file = logs.join("a/web/0.log");
         assert_eq!(st.log_path, log_file.display().to_string());
-        assert_eq!(st.image_ref, img.config_digest);
+        // As containerd reports them: the repo digest, the ID, the tag.
+        assert_eq!(
+            st.image_ref,
+            format!("{}/busybox@{}", reg.host(), img.manifest_digest)
+        );
+        assert_eq!(st.image_id, img.config_digest);
+        assert_eq!(st.image.as_ref().unwrap().image, image);
         let env_out = exec(&mut r, &web_id, &["sh", "-c", "echo $GREETING $HOSTNAME; cat /etc/hostname"]).await;
         assert_eq!(out(&env_out), "hi pod-a\npod-a");
 

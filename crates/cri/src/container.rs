@@ -127,6 +127,16 @@ impl Cri {
             log_path: log,
             image_ref: image_name.clone(),
             image_id: image.id.clone(),
+            image_name: image
+                .repo_tags()
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| image_name.clone()),
+            repo_digest: image
+                .repo_digests()
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| image.id.clone()),
             created_at: now_nanos(),
             ..Default::default()
         };
@@ -439,8 +449,20 @@ impl Cri {
                 started_at: c.meta.started_at,
                 finished_at: o.finished_at,
                 exit_code: o.exit_code,
-                image: c.config.image.clone(),
-                image_ref: c.meta.image_id.clone(),
+                image: Some(pb::ImageSpec {
+                    image: if c.meta.image_name.is_empty() {
+                        c.meta.image_ref.clone()
+                    } else {
+                        c.meta.image_name.clone()
+                    },
+                    ..Default::default()
+                }),
+                // containerd's: the repo digest when the image has one.
+                image_ref: if c.meta.repo_digest.is_empty() {
+                    c.meta.image_id.clone()
+                } else {
+                    c.meta.repo_digest.clone()
+                },
                 image_id: c.meta.image_id.clone(),
                 reason: o.reason,
                 message: c.meta.message.clone(),

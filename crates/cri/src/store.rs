@@ -64,8 +64,15 @@ pub struct ContainerMeta {
     pub sandbox_id: String,
     /// Absolute path of the CRI log, empty when the pod logs nowhere.
     pub log_path: String,
+    /// The image as the request named it.
     pub image_ref: String,
     pub image_id: String,
+    /// The image's first tag (else the request's name), as ContainerStatus shows it.
+    #[serde(default)]
+    pub image_name: String,
+    /// The image's first repo digest (else its ID): ContainerStatus's image_ref.
+    #[serde(default)]
+    pub repo_digest: String,
     pub created_at: i64,
     #[serde(default)]
     pub started_at: i64,
