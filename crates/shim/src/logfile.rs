@@ -115,22 +115,25 @@ impl Sink {
         })))
     }
 
-    /// Opens the path again if it no longer names the open file.
-    fn reopen_if_moved(&mut self) -> std::io::Result<()> {
-        let open = self.file.metadata()?;
+    /// Opens the path again if it no longer names the open file. A log whose directory is
+    /// gone (its container being removed) is not made again: writes go on to the open file.
+    fn reopen_if_moved(&mut self) {
+        let Ok(open) = self.file.metadata() else {
+            return;
+        };
         let same = std::fs::metadata(&self.uri.path)
             .is_ok_and(|m| m.ino() == open.ino() && m.dev() == open.dev());
-        if !same {
-            if let Some(dir) = self.uri.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.uri.path)?;
-            self.size = self.file.metadata()?.len();
+        if same || !self.uri.path.parent().is_some_and(Path::is_dir) {
+            return;
         }
-        Ok(())
+        if let Ok(file) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.uri.path)
+        {
+            self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            self.file = file;
+        }
     }
 
     fn rotated(path: &Path, n: u32) -> PathBuf {
@@ -160,7 +163,7 @@ impl Sink {
     fn record(&mut self, stream: &str, line: &[u8], partial: bool) -> std::io::Result<()> {
         if self.checked.elapsed() >= REOPEN_CHECK {
             self.checked = Instant::now();
-            self.reopen_if_moved()?;
+            self.reopen_if_moved();
         }
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let text = String::from_utf8_lossy(line);
