@@ -1020,6 +1020,8 @@ fn cri_pods_network_containers_logs_exec_stats() {
         let sec = create(&mut r, &b, &cfg_b, sec).await.unwrap();
         start(&mut r, &sec).await;
         assert_eq!(out(&exec(&mut r, &sec, &["id", "-u"]).await), "1000");
+        let user = c_status(&mut r, &sec).await.user.unwrap().linux.unwrap();
+        assert_eq!((user.uid, user.gid), (1000, 1000));
         let res = exec(&mut r, &sec, &["touch", "/x"]).await;
         assert_ne!(res.exit_code, 0);
         assert!(String::from_utf8_lossy(&res.stderr).contains("Read-only"), "{res:?}");
@@ -1303,6 +1305,33 @@ fn cri_host_network_sysctls_cgroup_parent() {
         assert_eq!(
             out(&exec(&mut r, &c, &["cat", "/etc/hosts"]).await),
             hosts.trim()
+        );
+
+        // A container with a terminal logs what it prints, as one stream.
+        let mut tty = container_config(
+            "tty",
+            &image,
+            &["sh", "-c", "echo tty-out; exec sleep 3600"],
+        );
+        tty.tty = true;
+        let tty = create(&mut r, &h, &host, tty).await.unwrap();
+        start(&mut r, &tty).await;
+        let tty_log = logs.join("h/tty/0.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&tty_log)
+            .unwrap_or_default()
+            .contains(" stdout F tty-out")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                std::fs::read_to_string(&tty_log)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            out(&exec(&mut r, &tty, &["echo", "in-tty"]).await),
+            "in-tty"
         );
 
         // Sysctls of the pod's namespaces; cgroups under the pod's parent.

@@ -65,6 +65,22 @@ fn reason(code: i32, oom: bool) -> String {
     }
 }
 
+/// The user the container's process runs as (from its spec).
+fn user(c: &CriContainer) -> Option<pb::ContainerUser> {
+    let spec: serde_json::Value = serde_json::from_slice(&c.record.spec.as_ref()?.value).ok()?;
+    let u = &spec["process"]["user"];
+    Some(pb::ContainerUser {
+        linux: Some(pb::LinuxContainerUser {
+            uid: u["uid"].as_i64()?,
+            gid: u["gid"].as_i64()?,
+            supplemental_groups: u["additionalGids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|g| g.as_i64()).collect())
+                .unwrap_or_default(),
+        }),
+    })
+}
+
 /// Whether the container's cgroup saw an OOM kill (the cgroup stays until the task is deleted).
 fn cgroup_oom(c: &CriContainer) -> bool {
     c.record
@@ -471,6 +487,7 @@ impl Cri {
                 mounts: c.config.mounts.clone(),
                 log_path: c.meta.log_path.clone(),
                 resources,
+                user: user(&c),
                 ..Default::default()
             }),
             info,

@@ -64,7 +64,7 @@ impl Cri {
                 &image,
                 &chain_id.to_string(),
                 &mut undo,
-                Some(names),
+                names,
             )
             .await;
         match result {
@@ -89,7 +89,8 @@ impl Cri {
         image: &crate::images::CriImage,
         chain_id: &str,
         undo: &mut Undo,
-        names: Option<tokio::sync::MutexGuard<'_, ()>>,
+        // Held until the record reserves the name.
+        names: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<()> {
         let ns_opts = store::namespace_options(config.linux.as_ref());
         let host_net = ns_opts.network == pb::NamespaceMode::Node as i32;
