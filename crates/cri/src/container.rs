@@ -488,7 +488,6 @@ impl Cri {
                 log_path: c.meta.log_path.clone(),
                 resources,
                 user: user(&c),
-                ..Default::default()
             }),
             info,
         })
