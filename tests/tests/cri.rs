@@ -1334,6 +1334,63 @@ fn cri_host_network_sysctls_cgroup_parent() {
             "in-tty"
         );
 
+        // Seccomp: RuntimeDefault is wharf's default profile, Localhost a profile file, unset
+        // none (containerd 1.6); a device from the host.
+        let profile = env.w.dir.path().join("no-mkdir.json");
+        std::fs::write(
+            &profile,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let seccomp = |profile_type: i32, localhost_ref: String| pb::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                seccomp: Some(pb::SecurityProfile {
+                    profile_type,
+                    localhost_ref,
+                }),
+                ..Default::default()
+            }),
+        };
+        use pb::security_profile::ProfileType;
+        // The containers' own processes are checked (libcontainer 0.7 does not apply the
+        // container's seccomp profile to exec'd processes).
+        let probe = ["sh", "-c", "mkdir /tmp/x 2>/dev/null && echo made || echo refused; exec sleep 3600"];
+        let mut dflt = container_config("dflt", &image, &probe);
+        dflt.linux = Some(seccomp(ProfileType::RuntimeDefault as i32, String::new()));
+        dflt.devices = vec![pb::Device {
+            container_path: "/dev/mynull".into(),
+            host_path: "/dev/null".into(),
+            permissions: "rwm".into(),
+        }];
+        let mut local = container_config("local", &image, &probe);
+        local.linux = Some(seccomp(
+            ProfileType::Localhost as i32,
+            profile.display().to_string(),
+        ));
+        let dflt = create(&mut r, &h, &host, dflt).await.unwrap();
+        let local = create(&mut r, &h, &host, local).await.unwrap();
+        start(&mut r, &dflt).await;
+        start(&mut r, &local).await;
+        let mode = |r: pb::ExecSyncResponse| out(&r).replace("Seccomp:", "").trim().to_string();
+        let grep = ["grep", "^Seccomp:", "/proc/1/status"];
+        assert_eq!(mode(exec(&mut r, &dflt, &grep).await), "2");
+        assert_eq!(mode(exec(&mut r, &local, &grep).await), "2");
+        assert_eq!(mode(exec(&mut r, &c, &grep).await), "0");
+        for (id, want) in [("dflt", "made"), ("local", "refused")] {
+            let log = logs.join("h").join(id).join("0.log");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&format!(" stdout F {want}"))
+            {
+                assert!(Instant::now() < deadline, "{id}: {:?}", std::fs::read_to_string(&log));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let res = exec(&mut r, &dflt, &["sh", "-c", "echo x > /dev/mynull && echo ok"]).await;
+        assert_eq!(out(&res), "ok", "{res:?}");
+
         // Sysctls of the pod's namespaces; cgroups under the pod's parent.
         let mut cfg = pod_config("tuned", "uid-t", &logs.join("t"));
         if let Some(l) = cfg.linux.as_mut() {
