@@ -1427,6 +1427,24 @@ fn cri_host_network_sysctls_cgroup_parent() {
             .await),
             "40000\t50000"
         );
+        // A container sharing the pod's PID namespace sees the pause process.
+        let mut shared = container_config("shared", &image, &["sleep", "3600"]);
+        shared.linux = Some(pb::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        });
+        let shared = create(&mut r, &t, &cfg, shared).await.unwrap();
+        start(&mut r, &shared).await;
+        let ps = out(&exec(&mut r, &shared, &["ps"]).await);
+        assert!(ps.contains("/pause"), "{ps}");
+        assert!(!out(&exec(&mut r, &c, &["ps"]).await).contains("/pause"));
+
         let cg = std::path::Path::new("/sys/fs/cgroup/memory").join(&parent);
         assert!(cg.join(&t).is_dir(), "{}", cg.join(&t).display());
         assert!(cg.join(&c).is_dir(), "{}", cg.join(&c).display());

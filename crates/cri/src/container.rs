@@ -195,7 +195,8 @@ impl Cri {
             .await
             .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
             let root = crate::spec::passwd_root(&mounts);
-            let spec = wharf_core::spec::generate(&image.config, root.as_deref(), &opts)?;
+            let mut spec = wharf_core::spec::generate(&image.config, root.as_deref(), &opts)?;
+            crate::spec::adjust_for_pod_pid(&mut spec, &opts);
             let spec =
                 serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
             let mut c = self.container(&id)?;

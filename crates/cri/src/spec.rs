@@ -409,6 +409,24 @@ pub fn container_options(
     })
 }
 
+/// A container joining the pod's PID namespace (shareProcessNamespace) gets no cgroup
+/// filesystem on cgroup v1 hosts: libcontainer 0.7 looks the container's parent process up by
+/// its PID in the joined namespace to mount it, which fails (or finds another process).
+pub fn adjust_for_pod_pid(spec: &mut oci_spec::runtime::Spec, opts: &SpecOptions) {
+    let joins_pid = matches!(opts.namespaces.pid, NamespaceMode::Path(_));
+    let v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !(joins_pid && v1) {
+        return;
+    }
+    if let Some(mounts) = spec.mounts().clone() {
+        let kept = mounts
+            .into_iter()
+            .filter(|m| m.typ().as_deref() != Some("cgroup"))
+            .collect();
+        spec.set_mounts(Some(kept));
+    }
+}
+
 /// A directory holding the image's `/etc/passwd` and `/etc/group` as the container will see
 /// them (the topmost layer that has them), for user name resolution before the rootfs is
 /// mounted.
