@@ -1,6 +1,7 @@
 //! Containers of a pod: CreateContainer (record + snapshot), StartContainer (the task, logging
-//! in CRI format to the pod's log directory), StopContainer, RemoveContainer, ListContainers,
-//! ContainerStatus and UpdateContainerResources.
+//! in CRI format to the pod's log directory), StopContainer, RemoveContainer (with the exit
+//! recorded on the way), ReopenContainerLog and UpdateContainerResources. What is reported about
+//! them is `status.rs`.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,8 +13,7 @@ use wharf_core::metadata::Labels;
 use wharf_runtime::api;
 
 use crate::spec::PodContext;
-use crate::store::{self, ContainerMeta, CriContainer, KIND_CONTAINER};
-use crate::task::TaskStatus;
+use crate::store::{self, ContainerMeta, KIND_CONTAINER};
 use crate::{now_nanos, Cri, Error, Result, NAMESPACE};
 
 /// The absolute log path: `dir` + `rel`, refusing anything that leaves `dir`.
@@ -45,50 +45,6 @@ pub fn log_path(dir: &str, rel: &str) -> Result<String> {
         return Err(bad());
     }
     Ok(out.display().to_string())
-}
-
-/// The CRI state, and for an exited container (code, reason, finished_at).
-pub struct Observed {
-    pub state: pb::ContainerState,
-    pub exit_code: i32,
-    pub reason: String,
-    pub finished_at: i64,
-}
-
-fn reason(code: i32, oom: bool) -> String {
-    if oom {
-        "OOMKilled".into()
-    } else if code == 0 {
-        "Completed".into()
-    } else {
-        "Error".into()
-    }
-}
-
-/// The user the container's process runs as (from its spec).
-fn user(c: &CriContainer) -> Option<pb::ContainerUser> {
-    let spec: serde_json::Value = serde_json::from_slice(&c.record.spec.as_ref()?.value).ok()?;
-    let u = &spec["process"]["user"];
-    Some(pb::ContainerUser {
-        linux: Some(pb::LinuxContainerUser {
-            uid: u["uid"].as_i64()?,
-            gid: u["gid"].as_i64()?,
-            supplemental_groups: u["additionalGids"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|g| g.as_i64()).collect())
-                .unwrap_or_default(),
-        }),
-    })
-}
-
-/// Whether the container's cgroup saw an OOM kill (the cgroup stays until the task is deleted).
-fn cgroup_oom(c: &CriContainer) -> bool {
-    c.record
-        .spec
-        .as_ref()
-        .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok())
-        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
-        .is_some_and(|p| crate::spec::cgroup_oom_killed(&p))
 }
 
 impl Cri {
@@ -309,56 +265,6 @@ impl Cri {
         Ok(())
     }
 
-    /// The container's state as CRI reports it.
-    pub(crate) async fn observe(&self, c: &CriContainer) -> Observed {
-        let m = &c.meta;
-        if m.finished_at != 0 {
-            return Observed {
-                state: pb::ContainerState::ContainerExited,
-                exit_code: m.exit_code,
-                reason: m.reason.clone(),
-                finished_at: m.finished_at,
-            };
-        }
-        let running = |state| Observed {
-            state,
-            exit_code: 0,
-            reason: String::new(),
-            finished_at: 0,
-        };
-        match self.task_state(c.id()).await {
-            Some(t) => match t.status {
-                TaskStatus::Running => running(pb::ContainerState::ContainerRunning),
-                TaskStatus::Created => running(pb::ContainerState::ContainerCreated),
-                TaskStatus::Stopped => {
-                    let code = t.exit_status as i32;
-                    let oom = self.oom_killed(c.id()) || (code == 137 && cgroup_oom(c));
-                    Observed {
-                        state: pb::ContainerState::ContainerExited,
-                        exit_code: code,
-                        reason: reason(code, oom),
-                        finished_at: if t.exited_at > 0 {
-                            t.exited_at
-                        } else {
-                            now_nanos()
-                        },
-                    }
-                }
-            },
-            None if m.started_at != 0 => Observed {
-                state: pb::ContainerState::ContainerExited,
-                exit_code: 255,
-                reason: "Unknown".into(),
-                finished_at: m.started_at,
-            },
-            None => running(pb::ContainerState::ContainerCreated),
-        }
-    }
-
-    fn oom_killed(&self, id: &str) -> bool {
-        self.oom.lock().map(|s| s.contains(id)).unwrap_or(false)
-    }
-
     /// Records the exit of a container whose task stopped (or vanished) and deletes the task.
     pub(crate) async fn finish_container(&self, id: &str) {
         let lock = self.lock_of(id);
@@ -388,112 +294,6 @@ impl Cri {
             }
         }
     }
-
-    fn container_pb(&self, c: &CriContainer, state: pb::ContainerState) -> pb::Container {
-        pb::Container {
-            id: c.id().to_string(),
-            pod_sandbox_id: c.meta.sandbox_id.clone(),
-            metadata: c.config.metadata.clone(),
-            image: c.config.image.clone(),
-            image_ref: c.meta.image_id.clone(),
-            state: state as i32,
-            created_at: c.meta.created_at,
-            labels: c.config.labels.clone(),
-            annotations: c.config.annotations.clone(),
-            ..Default::default()
-        }
-    }
-
-    pub async fn list_containers(
-        &self,
-        filter: Option<pb::ContainerFilter>,
-    ) -> Result<Vec<pb::Container>> {
-        let f = filter.unwrap_or_default();
-        let mut out = Vec::new();
-        for c in self.containers()? {
-            if !f.id.is_empty() && !c.id().starts_with(&f.id) {
-                continue;
-            }
-            if !f.pod_sandbox_id.is_empty() && !c.meta.sandbox_id.starts_with(&f.pod_sandbox_id) {
-                continue;
-            }
-            if !store::selects(&f.label_selector, &c.config.labels) {
-                continue;
-            }
-            let o = self.observe(&c).await;
-            if f.state.as_ref().is_some_and(|w| w.state != o.state as i32) {
-                continue;
-            }
-            out.push(self.container_pb(&c, o.state));
-        }
-        Ok(out)
-    }
-
-    pub async fn container_status(
-        &self,
-        id: &str,
-        verbose: bool,
-    ) -> Result<pb::ContainerStatusResponse> {
-        let c = self.container(id)?;
-        let o = self.observe(&c).await;
-        let mut info = std::collections::HashMap::new();
-        if verbose {
-            let pid = self.task_state(c.id()).await.map(|t| t.pid).unwrap_or(0);
-            let v = serde_json::json!({
-                "sandboxID": c.meta.sandbox_id,
-                "pid": pid,
-                "snapshotKey": c.record.snapshot_key,
-                "snapshotter": c.record.snapshotter,
-                "runtimeType": store::RUNTIME,
-            });
-            info.insert("info".to_string(), v.to_string());
-        }
-        let resources = c
-            .config
-            .linux
-            .as_ref()
-            .and_then(|l| l.resources.clone())
-            .map(|r| pb::ContainerResources {
-                linux: Some(r),
-                windows: None,
-            });
-        Ok(pb::ContainerStatusResponse {
-            status: Some(pb::ContainerStatus {
-                id: c.id().to_string(),
-                metadata: c.config.metadata.clone(),
-                state: o.state as i32,
-                created_at: c.meta.created_at,
-                started_at: c.meta.started_at,
-                finished_at: o.finished_at,
-                exit_code: o.exit_code,
-                image: Some(pb::ImageSpec {
-                    image: if c.meta.image_name.is_empty() {
-                        c.meta.image_ref.clone()
-                    } else {
-                        c.meta.image_name.clone()
-                    },
-                    ..Default::default()
-                }),
-                // containerd's: the repo digest when the image has one.
-                image_ref: if c.meta.repo_digest.is_empty() {
-                    c.meta.image_id.clone()
-                } else {
-                    c.meta.repo_digest.clone()
-                },
-                image_id: c.meta.image_id.clone(),
-                reason: o.reason,
-                message: c.meta.message.clone(),
-                labels: c.config.labels.clone(),
-                annotations: c.config.annotations.clone(),
-                mounts: c.config.mounts.clone(),
-                log_path: c.meta.log_path.clone(),
-                resources,
-                user: user(&c),
-            }),
-            info,
-        })
-    }
-
     /// ReopenContainerLog: after kubelet renamed the log, a new file is made at the path; the
     /// shim notices the rename and writes there from its next line (within a second).
     pub async fn reopen_container_log(&self, id: &str) -> Result<()> {

@@ -29,6 +29,7 @@ mod runtime_service;
 mod sandbox;
 mod spec;
 mod stats;
+mod status;
 mod store;
 mod task;
 
