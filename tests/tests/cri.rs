@@ -1449,6 +1449,36 @@ fn cri_host_network_sysctls_cgroup_parent() {
         assert!(cg.join(&t).is_dir(), "{}", cg.join(&t).display());
         assert!(cg.join(&c).is_dir(), "{}", cg.join(&c).display());
 
+        // Pods started side by side: distinct addresses; of two with one name, one wins.
+        let configs: Vec<pb::PodSandboxConfig> = ["p1", "p2", "p3", "p3"]
+            .iter()
+            .map(|n| pod_config(n, &format!("uid-{n}"), &logs.join(n)))
+            .collect();
+        let results = futures::future::join_all(configs.iter().map(|c| {
+            let mut r = r.clone();
+            let c = c.clone();
+            async move { run_pod(&mut r, &c).await }
+        }))
+        .await;
+        let ok: Vec<String> = results.iter().filter_map(|x| x.clone().ok()).collect();
+        assert_eq!(ok.len(), 3, "{results:?}");
+        let refused: Vec<&tonic::Status> = results.iter().filter_map(|x| x.as_ref().err()).collect();
+        assert_eq!(refused[0].code(), tonic::Code::AlreadyExists, "{refused:?}");
+        let mut ips = Vec::new();
+        for id in &ok {
+            ips.push(pod_status(&mut r, id).await.network.unwrap().ip);
+        }
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 3, "{ips:?}");
+        for id in &ok {
+            r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        }
+
         for p in [&h, &t] {
             r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
                 pod_sandbox_id: p.to_string(),
