@@ -85,6 +85,17 @@ fn pull_list_run_rm() {
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}{se}\n{}", w.log());
     assert_eq!(so, "hi\n");
+    // -d --rm: wharfd removes the container once it exits; prune drops its log.
+    let id = w.wharf_ok(&["run", "-d", "--rm", &r, "sh", "-c", "echo bye; sleep 0.5"]);
+    let id = id.trim().to_string();
+    wait_until("auto-removal", Duration::from_secs(20), || {
+        !w.wharf_ok(&["ps", "-a", "-q"]).contains(&id)
+    });
+    w.wharf_ok(&["system", "prune"]);
+    assert!(
+        !w.cli_root().join("default").join(&id).exists(),
+        "log dir left"
+    );
     // Exit codes come through; nothing is left.
     let out = w.wharf(&["run", "--rm", &r, "sh", "-c", "echo oops >&2; exit 3"]);
     assert_eq!(out.status.code(), Some(3));

@@ -28,3 +28,7 @@ pub const RESTART_POLICY: &str = "containerd.io/restart.policy";
 pub const RESTART_LOGURI: &str = "containerd.io/restart.loguri";
 /// How many times wharfd restarted the container (for `on-failure:N`).
 pub const RESTART_COUNT: &str = "io.wharf.restart-count";
+
+/// `true`: wharfd deletes the container (task, record, snapshot) when its task exits, for
+/// `wharf run -d --rm`.
+pub const AUTO_REMOVE: &str = "io.wharf.auto-remove";

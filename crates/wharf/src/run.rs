@@ -356,10 +356,7 @@ fn plan(a: &RunArgs) -> Result<Plan> {
     if restart.is_some() && a.rm {
         bail!("--restart and --rm cannot be used together");
     }
-    if a.rm && a.detach {
-        // Removing a detached container when it exits needs the daemon to do it; not yet.
-        bail!("--rm with -d is not supported yet: remove the container with `wharf rm` when it is done");
-    }
+
     let network = match a.network.as_str() {
         "bridge" | "host" | "none" => a.network.clone(),
         n => bail!("invalid --network {n:?}: want bridge, host or none"),
@@ -445,6 +442,10 @@ fn plan(a: &RunArgs) -> Result<Plan> {
         labels.insert(k.to_string(), v.to_string());
     }
     labels.insert(labels::NETWORK.into(), network);
+    if a.rm && a.detach {
+        // Nobody waits for a detached container: wharfd removes it when it exits.
+        labels.insert(labels::AUTO_REMOVE.into(), "true".into());
+    }
     if !ports.is_empty() {
         labels.insert(labels::PORTS.into(), serde_json::to_string(&ports)?);
     }

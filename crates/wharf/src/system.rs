@@ -149,6 +149,26 @@ pub async fn prune(c: &Client, all_images: bool, data_root: &std::path::Path) ->
         crate::containers::remove(c, &ctr.id, false, data_root).await?;
         println!("Deleted container: {}", ctr.id);
     }
+    // Logs of containers removed without the CLI (auto-removed by wharfd, or by another client).
+    let live: std::collections::HashSet<String> = c
+        .containers()
+        .list(c.req(pb::ListContainersRequest { filters: vec![] }))
+        .await
+        .explain(c, "")?
+        .containers
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    if let Ok(dirs) = std::fs::read_dir(data_root.join(&c.ns)) {
+        for d in dirs.flatten() {
+            let id = d.file_name().to_string_lossy().into_owned();
+            if !live.contains(&id) && d.path().is_dir() {
+                std::fs::remove_dir_all(d.path())
+                    .with_context(|| format!("remove {}", d.path().display()))?;
+                println!("Deleted logs of removed container: {id}");
+            }
+        }
+    }
     if all_images {
         let images = c
             .images()

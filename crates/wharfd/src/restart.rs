@@ -1,5 +1,6 @@
 //! The restart monitor: keeps containers whose labels ask for it running, as containerd's
-//! restart plugin does (`containerd.io/restart.status=running` plus wharf's policy label
+//! restart plugin does, and removes those labelled for auto-removal (`wharf run -d --rm`) once
+//! their task exits (`containerd.io/restart.status=running` plus wharf's policy label
 //! `containerd.io/restart.policy`: `always`, `unless-stopped`, `on-failure[:N]`). It reacts to
 //! task exits at once and also reconciles every 10 seconds (and at start-up). Tasks are
 //! recreated through the Tasks service itself, so networking and logs are set up as for any
@@ -67,6 +68,65 @@ pub fn spawn(daemon: Arc<Daemon>) {
     });
 }
 
+/// Deletes the stopped task, record and snapshot of containers labelled `io.wharf.auto-remove`.
+async fn auto_remove(daemon: &Arc<Daemon>, ns: &str) {
+    let Ok(filter) = Filter::parse(&[format!("labels.\"{}\"==true", labels::AUTO_REMOVE)]) else {
+        return;
+    };
+    let Ok(containers) = daemon.db.container_list(ns, &filter) else {
+        return;
+    };
+    let svc = TasksService(daemon.clone());
+    for c in containers {
+        let state = svc
+            .get(req(
+                ns,
+                pb::GetRequest {
+                    container_id: c.id.clone(),
+                    exec_id: String::new(),
+                },
+            ))
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().process);
+        match state {
+            Some(p) if p.status == wharf_api::types::v1::Status::Stopped as i32 => {
+                if let Err(e) = svc
+                    .delete(req(
+                        ns,
+                        pb::DeleteTaskRequest {
+                            container_id: c.id.clone(),
+                        },
+                    ))
+                    .await
+                {
+                    tracing::warn!(namespace = ns, id = %c.id, error = %e, "auto-remove: delete task");
+                    continue;
+                }
+            }
+            // Running, or never started: not yet.
+            _ => continue,
+        }
+        if let Err(e) = daemon.db.container_delete(ns, &c.id) {
+            tracing::warn!(namespace = ns, id = %c.id, error = %e, "auto-remove: delete container");
+            continue;
+        }
+        crate::events::publish(
+            &daemon.exchange,
+            ns,
+            "/containers/delete",
+            &wharf_api::events::ContainerDelete { id: c.id.clone() },
+        );
+        if let Some(s) = daemon.snapshotters.get(&c.snapshotter) {
+            if let Err(e) = s.remove(ns, &c.snapshot_key) {
+                tracing::warn!(namespace = ns, id = %c.id, error = %e, "auto-remove: snapshot");
+            }
+        }
+        daemon.gc.trigger();
+        tracing::info!(namespace = ns, id = %c.id, "auto-removed exited container");
+    }
+}
+
 async fn reconcile(daemon: &Arc<Daemon>, only_ns: Option<&str>) {
     let namespaces = match only_ns {
         Some(ns) => vec![ns.to_string()],
@@ -81,6 +141,7 @@ async fn reconcile(daemon: &Arc<Daemon>, only_ns: Option<&str>) {
         Err(_) => return,
     };
     for ns in namespaces {
+        auto_remove(daemon, &ns).await;
         let Ok(containers) = daemon.db.container_list(&ns, &filter) else {
             continue;
         };
