@@ -104,7 +104,7 @@ fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
     let writer = log
         .as_ref()
         .and_then(|f| f.try_clone().ok())
-        .or_else(|| null.try_clone().ok().map(std::fs::File::from));
+        .or_else(|| null.try_clone().ok());
     drop(log);
     drop(null);
     let Some(writer) = writer else {
