@@ -230,6 +230,11 @@ impl Manager {
             .collect()
     }
 
+    /// Every task of every namespace.
+    pub async fn all(&self) -> Vec<Arc<Shim>> {
+        self.shims.lock().await.values().cloned().collect()
+    }
+
     /// Creates a task: bundle, shim start, connect, Create. On failure nothing is left behind.
     pub async fn create(&self, t: NewTask) -> Result<(Arc<Shim>, u32)> {
         let key = (t.namespace.clone(), t.id.clone());

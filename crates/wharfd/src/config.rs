@@ -23,6 +23,16 @@ pub struct Config {
     pub network: Network,
     /// The Kubernetes CRI service (`[cri]`).
     pub cri: wharf_cri::Config,
+    /// The Prometheus endpoint (`[metrics]`).
+    pub metrics: Metrics,
+}
+
+/// Prometheus metrics over HTTP (`GET /metrics`), off unless an address is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// TCP address to serve on, e.g. `127.0.0.1:1338`; empty: no endpoint (and no cost).
+    pub address: String,
 }
 
 /// wharf's default network for containers the CLI runs (`--network bridge`).
@@ -97,6 +107,7 @@ impl Default for Config {
             runtime: Runtime::default(),
             network: Network::default(),
             cri: wharf_cri::Config::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -122,8 +133,18 @@ impl Config {
         }
     }
 
+    /// Parses a configuration file's text; an unknown key is an error naming its path
+    /// (`runtime.shimz`).
     pub fn parse(text: &str) -> Result<Config> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| match crate::config_text::unknown_key(text) {
+            Some(path) => anyhow::anyhow!("unknown key `{path}`: {e}"),
+            None => e.into(),
+        })
+    }
+
+    /// The effective configuration as TOML (`wharfd config dump`).
+    pub fn dump(&self) -> Result<String> {
+        toml::to_string(self).context("serialize config")
     }
 }
 
@@ -141,6 +162,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("adress"), "{err}");
+        let err = Config::parse("[runtime]\nshimz = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`runtime.shimz`"), "{err}");
+        let err = Config::parse("[cri]\nsandbox = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cri.sandbox`"), "{err}");
+        let err = Config::parse("[metrics]\naddr = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`metrics.addr`"), "{err}");
+        // Runtime names under [runtime.shims] are the user's own keys.
+        let c = Config::parse("[runtime.shims]\n\"io.containerd.runc.v2\" = \"x\"\n").unwrap();
+        assert_eq!(c.runtime.shims["io.containerd.runc.v2"], "x");
+    }
+
+    #[test]
+    fn metrics_section() {
+        assert_eq!(Config::default().metrics.address, "");
+        let c = Config::parse("[metrics]\naddress = \"127.0.0.1:1338\"\n").unwrap();
+        assert_eq!(c.metrics.address, "127.0.0.1:1338");
+    }
+
+    #[test]
+    fn dump_parses_back() {
+        let mut c = Config {
+            root: "/x".into(),
+            ..Default::default()
+        };
+        c.metrics.address = "127.0.0.1:1".into();
+        c.runtime.shims.insert(
+            "io.containerd.runc.v2".into(),
+            "containerd-shim-wharf-v2".into(),
+        );
+        let back = Config::parse(&c.dump().unwrap()).unwrap();
+        assert_eq!(
+            toml::Value::try_from(&back).unwrap(),
+            toml::Value::try_from(&c).unwrap()
+        );
     }
 
     #[test]

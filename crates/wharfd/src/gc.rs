@@ -4,6 +4,7 @@
 //! Collecting after *every* deletion would also collect what clients created without a lease a
 //! moment ago (e.g. `ctr snapshots view`), which containerd leaves alone until its next run.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,28 @@ struct Inner {
     mutations: std::sync::atomic::AtomicUsize,
     /// One collection at a time.
     running: Mutex<()>,
+    /// Collections run so far and how they went, for the metrics endpoint.
+    counters: Counters,
+}
+
+/// What the collections so far cost (a few atomics: free when nobody reads them).
+#[derive(Default)]
+struct Counters {
+    runs: AtomicU64,
+    failures: AtomicU64,
+    nanos: AtomicU64,
+    last_nanos: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcFigures {
+    /// Collections run, failed ones included.
+    pub runs: u64,
+    pub failures: u64,
+    /// Time spent collecting, in total and in the last run.
+    pub total: Duration,
+    pub last: Duration,
 }
 
 impl GcScheduler {
@@ -42,6 +65,7 @@ impl GcScheduler {
                 notify: Notify::new(),
                 mutations: std::sync::atomic::AtomicUsize::new(0),
                 running: Mutex::new(()),
+                counters: Counters::default(),
             }),
         };
         let bg = s.clone();
@@ -81,7 +105,8 @@ impl GcScheduler {
             .mutations
             .store(0, std::sync::atomic::Ordering::Relaxed);
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
             let stats = inner.db.gc()?;
             if !stats.snapshots.is_empty() {
                 for s in &inner.snapshotters {
@@ -91,6 +116,27 @@ impl GcScheduler {
             Ok(stats)
         })
         .await
-        .map_err(|e| wharf_core::Error::internal(format!("gc task: {e}")))?
+        .map_err(|e| wharf_core::Error::internal(format!("gc task: {e}")))
+        .and_then(|r| r);
+        let c = &self.inner.counters;
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        c.runs.fetch_add(1, Ordering::Relaxed);
+        c.nanos.fetch_add(nanos, Ordering::Relaxed);
+        c.last_nanos.store(nanos, Ordering::Relaxed);
+        if result.is_err() {
+            c.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Collections so far: how many, how many failed, how long they took.
+    pub fn figures(&self) -> GcFigures {
+        let c = &self.inner.counters;
+        GcFigures {
+            runs: c.runs.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            total: Duration::from_nanos(c.nanos.load(Ordering::Relaxed)),
+            last: Duration::from_nanos(c.last_nanos.load(Ordering::Relaxed)),
+        }
     }
 }

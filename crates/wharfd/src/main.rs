@@ -2,11 +2,13 @@
 //! ttrpc event address for shims) over the stores of wharf-core.
 
 mod config;
+mod config_text;
 mod convert;
 mod cri;
 mod error;
 mod events;
 mod gc;
+mod metrics;
 mod namespace;
 mod network;
 mod restart;
@@ -19,7 +21,7 @@ mod ttrpc_events;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::{Config, DEFAULT_CONFIG};
@@ -29,20 +31,38 @@ use crate::config::{Config, DEFAULT_CONFIG};
 #[command(name = "wharfd", version = services::version::VERSION)]
 struct Args {
     /// Root directory for persistent data.
-    #[arg(long)]
+    #[arg(long, global = true)]
     root: Option<PathBuf>,
     /// State directory for runtime data.
-    #[arg(long)]
+    #[arg(long, global = true)]
     state: Option<PathBuf>,
     /// Address (unix socket path) for the gRPC server.
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     address: Option<PathBuf>,
     /// Path to the configuration file.
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     config: Option<PathBuf>,
     /// Log level: trace, debug, info, warn, error.
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     log_level: Option<String>,
+    /// Without a command, wharfd serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print configurations.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the default configuration: every key, commented.
+    Default,
+    /// Print the effective configuration: flags, then the file, then the defaults.
+    Dump,
 }
 
 fn main() {
@@ -54,6 +74,10 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::Config(ConfigCommand::Default)) = args.command {
+        print!("{}", config_text::default_text());
+        return Ok(());
+    }
     let explicit = args.config.is_some();
     let path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
     let mut config = Config::load(&path, explicit)?;
@@ -68,6 +92,10 @@ fn run() -> Result<()> {
     }
     if let Some(l) = args.log_level {
         config.log_level = l;
+    }
+    if let Some(Command::Config(ConfigCommand::Dump)) = args.command {
+        print!("{}", config.dump()?);
+        return Ok(());
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level {:?}", config.log_level))?;
@@ -104,6 +132,7 @@ async fn serve(config: Config) -> Result<()> {
     let ttrpc_path = socket::ttrpc_path(&address);
     socket::prepare(&ttrpc_path)?;
     let daemon = server::Daemon::open(config, &ttrpc_path)?;
+    metrics::start(&daemon).await?;
     let mut ttrpc = ttrpc_events::serve(&ttrpc_path, daemon.exchange.clone()).await?;
     socket::chmod(&ttrpc_path, gid)?;
     let publish_exit = |d: &server::Daemon, ns: &str, id: &str, pid: u32, status: u32| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tonic::transport::server::Router;
 use tonic::transport::Server;
+use tower::layer::util::{Identity, Stack};
 use wharf_core::content::Store;
 use wharf_core::events::Exchange;
 use wharf_core::metadata::Db;
@@ -43,6 +44,8 @@ pub struct Daemon {
     pub cri: Arc<wharf_cri::Cri>,
     /// Streams clients opened with the Streaming service, for the Transfer service.
     pub streams: crate::streams::StreamManager,
+    /// The Prometheus endpoint's figures; None (and no cost) unless `[metrics] address` is set.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Daemon {
@@ -97,6 +100,7 @@ impl Daemon {
             config.cri.clone(),
         )?;
         Ok(Arc::new(Daemon {
+            metrics: crate::metrics::Metrics::new(&config.metrics),
             cri,
             registry_config_path: config.registry.config_path.clone(),
             network: crate::network::Networking::new(root, &config.state, &config.network),
@@ -167,7 +171,7 @@ fn wharf_hex(b: &[u8]) -> String {
 }
 
 /// The gRPC router with every service wharfd serves.
-pub fn router(d: Arc<Daemon>) -> Router {
+pub fn router(d: Arc<Daemon>) -> Router<Stack<crate::metrics::grpc::Layer, Identity>> {
     use wharf_api::*;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let (cri_runtime, cri_images) = d.cri.services();
@@ -178,6 +182,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(16 << 20))
         .trace_fn(|req| tracing::trace_span!("grpc", method = %req.uri().path()))
+        // Request counts and latencies, when metrics are on (a pass-through otherwise).
+        .layer(crate::metrics::grpc::Layer::new(
+            d.metrics.as_ref().map(|m| m.grpc.clone()),
+        ))
         .add_service(health)
         .add_service(version::version_server::VersionServer::new(VersionService))
         .add_service(
