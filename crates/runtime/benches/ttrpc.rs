@@ -14,6 +14,14 @@ struct Answering;
 
 #[async_trait::async_trait]
 impl Task for Answering {
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ConnectRequest,
+    ) -> ttrpc::Result<api::ConnectResponse> {
+        Ok(api::ConnectResponse::default())
+    }
+
     async fn state(
         &self,
         _ctx: &TtrpcContext,
