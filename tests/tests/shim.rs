@@ -465,6 +465,15 @@ fn bad_input_unknown_runtime_and_missing_rootfs() {
         .state
         .join("io.containerd.runtime.v2.task/test/b2")
         .exists());
+    // The shim started for the failed create is gone too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !shim_pids("b2").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        shim_pids("b2").is_empty(),
+        "a shim outlived its failed create"
+    );
     assert!(w
         .ctr_ok(&["-n", "test", "tasks", "ls", "-q"])
         .trim()

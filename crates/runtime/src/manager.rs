@@ -269,7 +269,17 @@ impl Manager {
             let mut req = t.request;
             req.id = t.id.clone();
             req.bundle = bundle.path.to_string_lossy().into_owned();
-            let resp = shim.create(&req).await?;
+            let resp = match shim.create(&req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // The shim serves nothing now: stop it, as containerd does after a failed
+                    // create (the `delete` below only cleans up the container's state).
+                    if let Err(se) = shim.shutdown().await {
+                        tracing::debug!(id = %t.id, error = %se, "shutdown after failed create");
+                    }
+                    return Err(e);
+                }
+            };
             Ok((Arc::new(shim), resp.pid))
         }
         .await;
