@@ -319,6 +319,34 @@ fn isolation_flags() {
             .trim(),
         "1000"
     );
+    // Exec'd processes get the container's seccomp filter too (libcontainer's exec path leaves
+    // it out; the shim puts it back), with and without no-new-privileges, and end with the
+    // container's capabilities (the shim widens them to load the filter, then drops them).
+    for (name, opts) in [
+        ("filtered", vec![]),
+        ("filtered-nnp", vec!["--security-opt", "no-new-privileges"]),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend(opts);
+        args.extend([r.as_str(), "sleep", "600"]);
+        w.wharf_ok(&args);
+        let o = w.wharf(&["exec", name, "busybox", "unshare", "-U", "true"]);
+        assert_ne!(o.status.code(), Some(0), "{name}: exec escaped seccomp");
+        let status = |path: &str| {
+            w.wharf_ok(&[
+                "exec",
+                name,
+                "grep",
+                "-E",
+                "^(Seccomp|CapEff|CapBnd|NoNewPrivs):",
+                path,
+            ])
+        };
+        let own = status("/proc/self/status");
+        assert!(own.contains("Seccomp:\t2"), "{name}: {own}");
+        assert_eq!(own, status("/proc/1/status"), "{name}");
+        w.wharf_ok(&["rm", "-f", name]);
+    }
 }
 
 /// --restart always: the container comes back after its process is killed from the host.

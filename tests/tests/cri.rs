@@ -1353,8 +1353,6 @@ fn cri_host_network_sysctls_cgroup_parent() {
             }),
         };
         use pb::security_profile::ProfileType;
-        // The containers' own processes are checked (libcontainer 0.7 does not apply the
-        // container's seccomp profile to exec'd processes).
         let probe = ["sh", "-c", "mkdir /tmp/x 2>/dev/null && echo made || echo refused; exec sleep 3600"];
         let mut dflt = container_config("dflt", &image, &probe);
         dflt.linux = Some(seccomp(ProfileType::RuntimeDefault as i32, String::new()));
@@ -1377,6 +1375,16 @@ fn cri_host_network_sysctls_cgroup_parent() {
         assert_eq!(mode(exec(&mut r, &dflt, &grep).await), "2");
         assert_eq!(mode(exec(&mut r, &local, &grep).await), "2");
         assert_eq!(mode(exec(&mut r, &c, &grep).await), "0");
+        // Exec'd processes run under the container's filter too, with its capabilities.
+        let own = ["grep", "-E", "^(Seccomp|CapEff|CapBnd):", "/proc/self/status"];
+        let init = ["grep", "-E", "^(Seccomp|CapEff|CapBnd):", "/proc/1/status"];
+        for id in [&dflt, &local] {
+            let o = out(&exec(&mut r, id, &own).await);
+            assert!(o.contains("Seccomp:\t2"), "{o}");
+            assert_eq!(o, out(&exec(&mut r, id, &init).await));
+        }
+        let res = exec(&mut r, &local, &["sh", "-c", "mkdir /tmp/y 2>/dev/null && echo made || echo refused"]).await;
+        assert_eq!(out(&res), "refused", "{res:?}");
         for (id, want) in [("dflt", "made"), ("local", "refused")] {
             let log = logs.join("h").join(id).join("0.log");
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -10,6 +10,8 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 
+use crate::exec_filter::{self, ExecFilter};
+
 /// The stdio a new process gets: its three fds, or a console socket for a terminal.
 #[derive(Default)]
 pub struct ProcIo {
@@ -40,11 +42,14 @@ pub struct Runc {
 /// libcontainer's default executor, after putting every signal back to its default action:
 /// the shim ignores SIGPIPE (and inherits other ignored signals), and ignored signals survive
 /// execve, so without this a container's `yes | head -1` would see EPIPE instead of dying of
-/// SIGPIPE as it does under runc.
-#[derive(Clone)]
-struct DefaultSignals;
+/// SIGPIPE as it does under runc. For an exec'd process it also loads the container's seccomp
+/// filter, which libcontainer's exec path leaves out (see `exec_filter`).
+#[derive(Clone, Default)]
+struct Workload {
+    filter: Option<ExecFilter>,
+}
 
-impl libcontainer::workload::Executor for DefaultSignals {
+impl libcontainer::workload::Executor for Workload {
     fn exec(
         &self,
         spec: &oci_spec::runtime::Spec,
@@ -57,6 +62,9 @@ impl libcontainer::workload::Executor for DefaultSignals {
                     libc::signal(sig, libc::SIG_DFL);
                 }
             }
+        }
+        if let Some(f) = &self.filter {
+            exec_filter::apply(f).map_err(libcontainer::workload::ExecutorError::Other)?;
         }
         libcontainer::workload::default::get_executor().exec(spec)
     }
@@ -87,9 +95,9 @@ fn full_error(e: &dyn std::error::Error) -> String {
 }
 
 impl Builtin {
-    fn builder(&self, io: ProcIo) -> Result<ContainerBuilder, String> {
+    fn builder(&self, io: ProcIo, workload: Workload) -> Result<ContainerBuilder, String> {
         let mut b = ContainerBuilder::new(self.id.clone(), SyscallType::default())
-            .with_executor(DefaultSignals)
+            .with_executor(workload)
             .with_root_path(&self.root)
             .map_err(|e| format!("runtime root: {}", full_error(&e)))?;
         if let Some(p) = io.console_socket {
@@ -162,7 +170,7 @@ impl Engine {
         match self {
             Engine::Builtin(b) => {
                 let c = b
-                    .builder(io)?
+                    .builder(io, Workload::default())?
                     .as_init(bundle)
                     .with_systemd(false)
                     .with_detach(true)
@@ -289,14 +297,26 @@ impl Engine {
     /// Starts a process in the running container from an OCI Process spec file.
     pub fn exec(&mut self, spec: &Path, io: ProcIo) -> Result<i32, String> {
         match self {
-            Engine::Builtin(b) => b
-                .builder(io)?
-                .as_tenant()
-                .with_process(Some(spec))
-                .with_detach(true)
-                .build()
-                .map(|p| p.as_raw())
-                .map_err(|e| full_error(&e)),
+            Engine::Builtin(b) => {
+                let bundle = b
+                    .container
+                    .as_ref()
+                    .map(|c| c.bundle().to_path_buf())
+                    .ok_or("the container is not created")?;
+                let (filter, process) = exec_filter::plan(&bundle, spec)?;
+                let r = b
+                    .builder(io, Workload { filter })?
+                    .as_tenant()
+                    .with_process(Some(&process))
+                    .with_detach(true)
+                    .build()
+                    .map(|p| p.as_raw())
+                    .map_err(|e| full_error(&e));
+                if process != spec {
+                    let _ = std::fs::remove_file(&process);
+                }
+                r
+            }
             Engine::Runc(r) => {
                 let pid_file = r.root.join(format!(
                     "exec-{}.pid",

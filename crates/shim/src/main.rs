@@ -12,6 +12,7 @@ mod daemon;
 mod delete;
 mod engine;
 mod events;
+mod exec_filter;
 mod logfile;
 mod process;
 mod reaper;
