@@ -122,24 +122,23 @@ impl Cri {
         filter: Option<pb::ContainerFilter>,
     ) -> Result<Vec<pb::Container>> {
         let f = filter.unwrap_or_default();
-        let mut out = Vec::new();
-        for c in self.containers()? {
-            if !f.id.is_empty() && !c.id().starts_with(&f.id) {
-                continue;
-            }
-            if !f.pod_sandbox_id.is_empty() && !c.meta.sandbox_id.starts_with(&f.pod_sandbox_id) {
-                continue;
-            }
-            if !store::selects(&f.label_selector, &c.config.labels) {
-                continue;
-            }
-            let o = self.observe(&c).await;
-            if f.state.as_ref().is_some_and(|w| w.state != o.state as i32) {
-                continue;
-            }
-            out.push(self.container_pb(&c, o.state));
-        }
-        Ok(out)
+        let selected: Vec<CriContainer> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| f.id.is_empty() || c.id().starts_with(&f.id))
+            .filter(|c| {
+                f.pod_sandbox_id.is_empty() || c.meta.sandbox_id.starts_with(&f.pod_sandbox_id)
+            })
+            .filter(|c| store::selects(&f.label_selector, &c.config.labels))
+            .collect();
+        // Their shims are asked at once: one round trip's wait, not one per container.
+        let observed = futures::future::join_all(selected.iter().map(|c| self.observe(c))).await;
+        Ok(selected
+            .iter()
+            .zip(observed)
+            .filter(|(_, o)| f.state.as_ref().is_none_or(|w| w.state == o.state as i32))
+            .map(|(c, o)| self.container_pb(c, o.state))
+            .collect())
     }
 
     pub async fn container_status(
@@ -148,7 +147,25 @@ impl Cri {
         verbose: bool,
     ) -> Result<pb::ContainerStatusResponse> {
         let c = self.container(id)?;
-        let o = self.observe(&c).await;
+        Ok(self.status_of(&c, verbose).await)
+    }
+
+    /// The statuses of the sandbox's containers (what container events carry).
+    pub(crate) async fn pod_container_statuses(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<Vec<pb::ContainerStatus>> {
+        let mut out = Vec::new();
+        for c in self.containers()? {
+            if c.meta.sandbox_id == sandbox_id {
+                out.extend(self.status_of(&c, false).await.status);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn status_of(&self, c: &CriContainer, verbose: bool) -> pb::ContainerStatusResponse {
+        let o = self.observe(c).await;
         let mut info = std::collections::HashMap::new();
         if verbose {
             let pid = self.task_state(c.id()).await.map(|t| t.pid).unwrap_or(0);
@@ -170,7 +187,7 @@ impl Cri {
                 linux: Some(r),
                 windows: None,
             });
-        Ok(pb::ContainerStatusResponse {
+        pb::ContainerStatusResponse {
             status: Some(pb::ContainerStatus {
                 id: c.id().to_string(),
                 metadata: c.config.metadata.clone(),
@@ -201,9 +218,9 @@ impl Cri {
                 mounts: c.config.mounts.clone(),
                 log_path: c.meta.log_path.clone(),
                 resources,
-                user: user(&c),
+                user: user(c),
             }),
             info,
-        })
+        }
     }
 }
