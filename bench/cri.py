@@ -14,7 +14,7 @@ name, set as its `sandbox_image`.
 
 Run as root from the repository: `python3 bench/cri.py` (builds wharf in release mode;
 CARGO_TARGET_DIR is honoured). RUNS (default 10), LISTS (default 50), CONTAINERS (default 100),
-PROFILE (default release).
+PROFILE (default release); NO_BUILD=1 uses the binaries already built.
 """
 import json
 import os
@@ -154,9 +154,10 @@ def bench_daemon(kind, base, busybox_tar, pause=None):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    release = ["--release"] if PROFILE == "release" else []
-    subprocess.run(["cargo", "build", *release, "-p", "wharfd", "-p", "wharf-shim", "-p", "wharf-cri-bench"],
-                   cwd=REPO, check=True)
+    if not os.environ.get("NO_BUILD"):
+        release = ["--release"] if PROFILE == "release" else []
+        subprocess.run(["cargo", "build", *release, "-p", "wharfd", "-p", "wharf-shim", "-p", "wharf-cri-bench"],
+                       cwd=REPO, check=True)
     base = tempfile.mkdtemp(prefix="wharf-cri-", dir="/var/tmp")
     res = {}
     try:

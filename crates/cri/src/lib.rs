@@ -118,6 +118,10 @@ pub struct Cri {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Containers the kernel OOM-killed (until their exit is recorded).
     oom: Mutex<std::collections::HashSet<String>>,
+    /// Tasks whose exit the daemon forwarded and that are not finished yet.
+    exits_seen: Mutex<std::collections::HashSet<String>>,
+    /// The daemon forwards task exits: records alone tell a listed container's state.
+    exits_forwarded: std::sync::atomic::AtomicBool,
     /// The pod CIDR kubelet gave in UpdateRuntimeConfig.
     pod_cidr: Mutex<String>,
     background: std::sync::Once,
@@ -144,6 +148,8 @@ impl Cri {
             names: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             oom: Mutex::new(Default::default()),
+            exits_seen: Mutex::new(Default::default()),
+            exits_forwarded: std::sync::atomic::AtomicBool::new(false),
             pod_cidr: Mutex::new(String::new()),
             background: std::sync::Once::new(),
             container_events: container_events::channel(),
@@ -156,6 +162,8 @@ impl Cri {
     pub fn run_background(self: &Arc<Self>) {
         self.background.call_once(|| {
             let events = self.hooks.task_events();
+            self.exits_forwarded
+                .store(events.is_some(), std::sync::atomic::Ordering::Release);
             let cri = self.clone();
             tokio::spawn(async move {
                 cri.reconcile().await;

@@ -98,6 +98,34 @@ impl Cri {
         }
     }
 
+    /// The state ListContainers reports, from the records and the shim manager's table alone
+    /// (no round trip to each shim: containerd's CRI lists from memory too). Exits are recorded
+    /// by the task-exit handler; one seen but not recorded yet, or a daemon forwarding none,
+    /// falls back to asking the shim.
+    async fn listed_state(&self, c: &CriContainer) -> pb::ContainerState {
+        let m = &c.meta;
+        if m.finished_at != 0 {
+            return pb::ContainerState::ContainerExited;
+        }
+        let seen = self
+            .exits_seen
+            .lock()
+            .map(|s| s.contains(c.id()))
+            .unwrap_or(true);
+        if seen
+            || !self
+                .exits_forwarded
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return self.observe(c).await.state;
+        }
+        match (m.started_at != 0, self.shim(c.id()).await.is_some()) {
+            (true, true) => pb::ContainerState::ContainerRunning,
+            (true, false) => pb::ContainerState::ContainerExited,
+            (false, _) => pb::ContainerState::ContainerCreated,
+        }
+    }
+
     fn oom_killed(&self, id: &str) -> bool {
         self.oom.lock().map(|s| s.contains(id)).unwrap_or(false)
     }
@@ -131,14 +159,14 @@ impl Cri {
             })
             .filter(|c| store::selects(&f.label_selector, &c.config.labels))
             .collect();
-        // Their shims are asked at once: one round trip's wait, not one per container.
-        let observed = futures::future::join_all(selected.iter().map(|c| self.observe(c))).await;
-        Ok(selected
-            .iter()
-            .zip(observed)
-            .filter(|(_, o)| f.state.as_ref().is_none_or(|w| w.state == o.state as i32))
-            .map(|(c, o)| self.container_pb(c, o.state))
-            .collect())
+        let mut out = Vec::with_capacity(selected.len());
+        for c in &selected {
+            let state = self.listed_state(c).await;
+            if f.state.as_ref().is_none_or(|w| w.state == state as i32) {
+                out.push(self.container_pb(c, state));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn container_status(
