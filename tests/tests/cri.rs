@@ -1564,7 +1564,14 @@ fn cri_container_events_and_pod_stats() {
         exec(
             &mut r,
             &c,
-            &["wget", "-q", "-T", "1", &format!("http://{gateway}:1/")],
+            &[
+                "busybox",
+                "wget",
+                "-q",
+                "-T",
+                "1",
+                &format!("http://{gateway}:1/"),
+            ],
         )
         .await;
         let st = r
