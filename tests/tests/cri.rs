@@ -1525,10 +1525,12 @@ fn cri_container_events_and_pod_stats() {
     let reg = Registry::start().unwrap();
     let img = images::busybox().unwrap();
     images::push(&reg, "busybox", "latest", &img).unwrap();
+    // Dropped after the daemon (declared before it): the shims are gone by then.
+    let parent = format!("wharf-events8-test-{}", std::process::id());
+    let _cleanup = CgroupParent(parent.clone());
     let env = pod_env();
     let image = format!("{}/busybox:latest", reg.host());
     let logs = env.w.dir.path().join("logs");
-    let parent = format!("wharf-events8-test-{}", std::process::id());
     rt().block_on(async {
         let (mut r, mut i) = clients(&env.w).await;
         pull(&mut i, &image, None).await.expect("pull busybox");
@@ -1787,9 +1789,17 @@ fn cri_container_events_and_pod_stats() {
         .await
         .unwrap();
     });
-    if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
-        for d in dirs.flatten() {
-            let _ = std::fs::remove_dir(d.path().join(&parent));
+}
+
+/// Removes a test's cgroup parent from every hierarchy, also when the test fails.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+            for d in dirs.flatten() {
+                let _ = std::fs::remove_dir(d.path().join(&self.0));
+            }
         }
     }
 }
