@@ -47,7 +47,7 @@ def main():
     env = dict(os.environ, BENCH_JSON=data)
     if os.environ.get("QUICK"):
         env.update(RUNS="3", N_SEQ="10", N_CONC="5", INGEST_MIB="128")
-    for script in ["foundation.py", "pull.py", "dist_pull.py", "run.py"]:
+    for script in ["foundation.py", "pull.py", "dist_pull.py", "run.py", "cri.py"]:
         with open(os.path.join(out, script.replace(".py", ".log")), "w") as log:
             print(f"== {script}", flush=True)
             r = subprocess.run([sys.executable, os.path.join(BENCH, script)], env=env, cwd=REPO,

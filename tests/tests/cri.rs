@@ -1502,3 +1502,312 @@ fn cri_host_network_sysctls_cgroup_parent() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// GetContainerEvents and pod sandbox stats.
+
+/// The (container id, event type) of events read from `stream` until `last` arrives.
+async fn events_until(
+    stream: &mut tonic::Streaming<pb::ContainerEventResponse>,
+    last: (&str, pb::ContainerEventType),
+) -> Vec<pb::ContainerEventResponse> {
+    let mut got = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {last:?} event; got {got:?}"))
+            .unwrap()
+            .expect("the event stream ended");
+        let done = e.container_id == last.0 && e.container_event_type == last.1 as i32;
+        got.push(e);
+        if done {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn cri_container_events_and_pod_stats() {
+    use pb::ContainerEventType as Ev;
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let img = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &img).unwrap();
+    // Dropped after the daemon (declared before it): the shims are gone by then.
+    let parent = format!("wharf-events8-test-{}", std::process::id());
+    let _cleanup = CgroupParent(parent.clone());
+    let env = pod_env();
+    let image = format!("{}/busybox:latest", reg.host());
+    let logs = env.w.dir.path().join("logs");
+    rt().block_on(async {
+        let (mut r, mut i) = clients(&env.w).await;
+        pull(&mut i, &image, None).await.expect("pull busybox");
+        let mut events = r
+            .get_container_events(pb::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut second = r
+            .get_container_events(pb::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+
+        // A pod under a cgroup parent of the test's, with one container.
+        let mut cfg = pod_config("ev", "uid-ev", &logs.join("ev"));
+        if let Some(l) = cfg.linux.as_mut() {
+            l.cgroup_parent = format!("/{parent}");
+        }
+        let pod = run_pod(&mut r, &cfg).await.expect("pod");
+        let c = create(
+            &mut r,
+            &pod,
+            &cfg,
+            container_config("c", &image, &["sleep", "3600"]),
+        )
+        .await
+        .unwrap();
+        start(&mut r, &c).await;
+
+        // Stats: the pod's cgroup, its network namespace, its container.
+        let gateway = format!("{}1", env.prefix);
+        exec(
+            &mut r,
+            &c,
+            &[
+                "busybox",
+                "wget",
+                "-q",
+                "-T",
+                "1",
+                &format!("http://{gateway}:1/"),
+            ],
+        )
+        .await;
+        let st = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        let attrs = st.attributes.unwrap();
+        assert_eq!(attrs.id, pod);
+        assert_eq!(attrs.labels["app"], "ev");
+        let linux = st.linux.unwrap();
+        let v = |x: Option<pb::UInt64Value>| x.map(|v| v.value).unwrap_or(0);
+        let cpu = linux.cpu.unwrap();
+        assert!(v(cpu.usage_core_nano_seconds) > 0, "{cpu:?}");
+        let mem = linux.memory.unwrap();
+        assert!(v(mem.working_set_bytes) > 0, "{mem:?}");
+        assert!(v(mem.usage_bytes) >= v(mem.working_set_bytes), "{mem:?}");
+        // pause + sleep
+        let procs = v(linux.process.unwrap().process_count);
+        assert!(procs >= 2, "{procs}");
+        let net = linux.network.unwrap().default_interface.unwrap();
+        assert_eq!(net.name, "eth0");
+        assert!(v(net.tx_bytes) > 0 && v(net.rx_bytes) > 0, "{net:?}");
+        let ids: Vec<String> = linux
+            .containers
+            .iter()
+            .map(|s| s.attributes.clone().unwrap().id)
+            .collect();
+        assert_eq!(ids, vec![c.clone()]);
+        // The pod's figures cover its container's.
+        let c_cpu = v(linux.containers[0]
+            .cpu
+            .clone()
+            .unwrap()
+            .usage_core_nano_seconds);
+        assert!(v(cpu.usage_core_nano_seconds) >= c_cpu, "{c_cpu}");
+
+        // A host-network pod with no cgroup parent: its members' cgroups add up, no network.
+        let mut host = pod_config("evh", "uid-evh", &logs.join("evh"));
+        if let Some(ns) = host
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.network = pb::NamespaceMode::Node as i32;
+        }
+        let h = run_pod(&mut r, &host).await.expect("host network pod");
+        let lister = r.clone();
+        let list = move |f: Option<pb::PodSandboxStatsFilter>| {
+            let mut r = lister.clone();
+            async move {
+                let mut ids: Vec<String> = r
+                    .list_pod_sandbox_stats(pb::ListPodSandboxStatsRequest { filter: f })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .stats
+                    .into_iter()
+                    .map(|s| s.attributes.unwrap().id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        let mut both = vec![pod.clone(), h.clone()];
+        both.sort();
+        assert_eq!(list(None).await, both);
+        let by_id = |id: &str| pb::PodSandboxStatsFilter {
+            id: id.into(),
+            ..Default::default()
+        };
+        assert_eq!(list(Some(by_id(&h[..12]))).await, vec![h.clone()]);
+        let by_label = |v: &str| pb::PodSandboxStatsFilter {
+            label_selector: [("app".to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(list(Some(by_label("ev"))).await, vec![pod.clone()]);
+        assert!(list(Some(by_label("nope"))).await.is_empty());
+        let hs = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: h.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap()
+            .linux
+            .unwrap();
+        assert!(hs.network.is_none(), "{hs:?}");
+        assert!(v(hs.cpu.unwrap().usage_core_nano_seconds) > 0);
+        assert!(v(hs.memory.unwrap().working_set_bytes) > 0);
+        assert!(hs.containers.is_empty());
+        let e = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: "0123456789abcdef-unknown".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+        // Stop and remove: the container's events, then the pod's.
+        r.stop_container(pb::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        r.remove_container(pb::RemoveContainerRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap();
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        // A stopped pod has no stats.
+        let e = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert_eq!(list(None).await, vec![h.clone()]);
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+
+        let got = events_until(&mut events, (&pod, Ev::ContainerDeletedEvent)).await;
+        let seq: Vec<(String, i32)> = got
+            .iter()
+            .filter(|e| e.container_id == pod || e.container_id == c)
+            .map(|e| (e.container_id.clone(), e.container_event_type))
+            .collect();
+        let want = vec![
+            (pod.clone(), Ev::ContainerCreatedEvent as i32),
+            (pod.clone(), Ev::ContainerStartedEvent as i32),
+            (c.clone(), Ev::ContainerCreatedEvent as i32),
+            (c.clone(), Ev::ContainerStartedEvent as i32),
+            (c.clone(), Ev::ContainerStoppedEvent as i32),
+            (c.clone(), Ev::ContainerDeletedEvent as i32),
+            (pod.clone(), Ev::ContainerStoppedEvent as i32),
+            (pod.clone(), Ev::ContainerDeletedEvent as i32),
+        ];
+        assert_eq!(seq, want);
+        let mut last = 0;
+        for e in got
+            .iter()
+            .filter(|e| e.container_id == pod || e.container_id == c)
+        {
+            assert!(e.created_at >= last, "{got:?}");
+            last = e.created_at;
+            // Every event carries the pod's status, as kubelet's Evented PLEG needs.
+            let ps = e.pod_sandbox_status.as_ref().unwrap();
+            assert_eq!(ps.id, pod);
+            assert_eq!(ps.metadata.as_ref().unwrap().uid, "uid-ev");
+        }
+        let of = |id: &str, t: Ev| {
+            got.iter()
+                .find(|e| e.container_id == id && e.container_event_type == t as i32)
+                .unwrap()
+        };
+        let state_of_c = |e: &pb::ContainerEventResponse| {
+            e.containers_statuses
+                .iter()
+                .find(|s| s.id == c)
+                .map(|s| s.state)
+        };
+        use pb::ContainerState as S;
+        assert_eq!(
+            state_of_c(of(&c, Ev::ContainerCreatedEvent)),
+            Some(S::ContainerCreated as i32)
+        );
+        assert_eq!(
+            state_of_c(of(&c, Ev::ContainerStartedEvent)),
+            Some(S::ContainerRunning as i32)
+        );
+        assert_eq!(
+            state_of_c(of(&c, Ev::ContainerStoppedEvent)),
+            Some(S::ContainerExited as i32)
+        );
+        assert_eq!(state_of_c(of(&c, Ev::ContainerDeletedEvent)), None);
+        let ready = |e: &pb::ContainerEventResponse| e.pod_sandbox_status.as_ref().unwrap().state;
+        assert_eq!(
+            ready(of(&pod, Ev::ContainerStartedEvent)),
+            pb::PodSandboxState::SandboxReady as i32
+        );
+        assert_eq!(
+            ready(of(&pod, Ev::ContainerStoppedEvent)),
+            pb::PodSandboxState::SandboxNotready as i32
+        );
+        // The host pod's events are there too; a second subscriber got the same.
+        assert!(got
+            .iter()
+            .any(|e| e.container_id == h
+                && e.container_event_type == Ev::ContainerStartedEvent as i32));
+        let again = events_until(&mut second, (&pod, Ev::ContainerDeletedEvent)).await;
+        assert_eq!(again.len(), got.len());
+
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: h.clone(),
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Removes a test's cgroup parent from every hierarchy, also when the test fails.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+            for d in dirs.flatten() {
+                let _ = std::fs::remove_dir(d.path().join(&self.0));
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ use wharf_runtime::api;
 use crate::spec::PodContext;
 use crate::store::{self, ContainerMeta, KIND_CONTAINER};
 use crate::{now_nanos, Cri, Error, Result, NAMESPACE};
+use pb::ContainerEventType as Event;
 
 /// The absolute log path: `dir` + `rel`, refusing anything that leaves `dir`.
 pub fn log_path(dir: &str, rel: &str) -> Result<String> {
@@ -169,6 +170,8 @@ impl Cri {
             return Err(e);
         }
         tracing::info!(id = %id, name = %name, elapsed_ms = started.elapsed().as_millis() as u64, "cri: CreateContainer");
+        self.emit(&id, sandbox.id(), Event::ContainerCreatedEvent)
+            .await;
         Ok(id)
     }
 
@@ -223,7 +226,10 @@ impl Cri {
         }
         c.meta.started_at = start_time;
         self.save_container_meta(&c)?;
+        drop(_held);
         tracing::info!(id = %id, elapsed_ms = started.elapsed().as_millis() as u64, "cri: StartContainer");
+        self.emit(&id, &c.meta.sandbox_id, Event::ContainerStartedEvent)
+            .await;
         Ok(())
     }
 
@@ -262,16 +268,19 @@ impl Cri {
         }
         drop(held);
         self.forget_lock(&id);
+        self.emit(&id, &c.meta.sandbox_id, Event::ContainerDeletedEvent)
+            .await;
         Ok(())
     }
 
     /// Records the exit of a container whose task stopped (or vanished) and deletes the task.
     pub(crate) async fn finish_container(&self, id: &str) {
         let lock = self.lock_of(id);
-        let _held = lock.lock().await;
+        let held = lock.lock().await;
         let Ok(mut c) = self.container(id) else {
             return;
         };
+        let mut stopped = false;
         if c.meta.finished_at == 0 && c.meta.started_at != 0 {
             let o = self.observe(&c).await;
             if o.state != pb::ContainerState::ContainerExited {
@@ -287,11 +296,17 @@ impl Cri {
             if let Ok(mut oom) = self.oom.lock() {
                 oom.remove(id);
             }
+            stopped = true;
         }
         if c.meta.finished_at != 0 {
             if let Err(e) = self.delete_task(id).await {
                 tracing::warn!(id, error = %e, "cri: delete exited container task");
             }
+        }
+        drop(held);
+        if stopped {
+            self.emit(id, &c.meta.sandbox_id, Event::ContainerStoppedEvent)
+                .await;
         }
     }
     /// ReopenContainerLog: after kubelet renamed the log, a new file is made at the path; the

@@ -33,7 +33,13 @@ impl Cri {
                     }
                 }
                 TaskEvent::Exit { container_id, id } if container_id == id => {
+                    if let Ok(mut s) = self.exits_seen.lock() {
+                        s.insert(container_id.clone());
+                    }
                     self.task_exited(&container_id).await;
+                    if let Ok(mut s) = self.exits_seen.lock() {
+                        s.remove(&container_id);
+                    }
                 }
                 TaskEvent::Exit { .. } => {}
             }

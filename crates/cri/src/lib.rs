@@ -6,8 +6,9 @@
 //! snapshotter, the built-in sandbox (pause) image, the `[cri]` configuration, pod sandboxes
 //! (a pause task in a pinned network namespace joined through CNI) and their containers, each
 //! a container record in `k8s.io` labelled as containerd's CRI labels them, with CRI's own
-//! metadata in a record extension so a restarted wharfd still knows them. Streaming (Exec,
-//! Attach, PortForward) is not served yet: it answers Unimplemented.
+//! metadata in a record extension so a restarted wharfd still knows them; their container
+//! events (GetContainerEvents) and stats, pods' too. Streaming (Exec, Attach, PortForward) is
+//! not served yet: it answers Unimplemented.
 //!
 //! It must not know wharfd's daemon: it gets the stores it works on, the shim manager and a
 //! [`Hooks`] for what the daemon does around image changes (events, garbage collection) and the
@@ -15,9 +16,11 @@
 //! either. One file per gRPC service (thin adapters); statuses are made in `error.rs` only.
 
 mod auth;
+mod cgroup;
 mod cni;
 pub mod config;
 mod container;
+mod container_events;
 mod error;
 mod events;
 mod exec;
@@ -25,6 +28,7 @@ mod image_service;
 pub mod images;
 mod network;
 pub mod pause;
+mod pod_stats;
 mod runtime_service;
 mod sandbox;
 mod spec;
@@ -114,9 +118,15 @@ pub struct Cri {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Containers the kernel OOM-killed (until their exit is recorded).
     oom: Mutex<std::collections::HashSet<String>>,
+    /// Tasks whose exit the daemon forwarded and that are not finished yet.
+    exits_seen: Mutex<std::collections::HashSet<String>>,
+    /// The daemon forwards task exits: records alone tell a listed container's state.
+    exits_forwarded: std::sync::atomic::AtomicBool,
     /// The pod CIDR kubelet gave in UpdateRuntimeConfig.
     pod_cidr: Mutex<String>,
     background: std::sync::Once,
+    /// GetContainerEvents' subscribers.
+    container_events: container_events::Sender,
 }
 
 impl Cri {
@@ -138,8 +148,11 @@ impl Cri {
             names: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             oom: Mutex::new(Default::default()),
+            exits_seen: Mutex::new(Default::default()),
+            exits_forwarded: std::sync::atomic::AtomicBool::new(false),
             pod_cidr: Mutex::new(String::new()),
             background: std::sync::Once::new(),
+            container_events: container_events::channel(),
         })
     }
 
@@ -149,6 +162,8 @@ impl Cri {
     pub fn run_background(self: &Arc<Self>) {
         self.background.call_once(|| {
             let events = self.hooks.task_events();
+            self.exits_forwarded
+                .store(events.is_some(), std::sync::atomic::Ordering::Release);
             let cri = self.clone();
             tokio::spawn(async move {
                 cri.reconcile().await;

@@ -1,6 +1,6 @@
 //! `runtime.v1.RuntimeService`: a thin adapter over [`Cri`]'s sandbox, container, exec and
-//! stats operations. Streaming (Exec, Attach, PortForward), pod sandbox stats, checkpoints and
-//! container events answer `Unimplemented` ("not implemented yet in wharf: <RPC>…").
+//! stats operations. Streaming (Exec, Attach, PortForward), checkpoints and pod metrics answer
+//! `Unimplemented` ("not implemented yet in wharf: <RPC>…").
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -130,7 +130,10 @@ runtime_service! {
             &self,
             _req: Request<pb::GetEventsRequest>,
         ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-            Err(not_implemented("GetContainerEvents"))
+            use futures::StreamExt;
+            Ok(Response::new(Box::pin(
+                self.0.subscribe_container_events().map(Ok::<_, Status>),
+            )))
         }
 
         async fn run_pod_sandbox(
@@ -328,6 +331,30 @@ runtime_service! {
                 .map(|stats| pb::ListContainerStatsResponse { stats }))
         }
 
+        async fn pod_sandbox_stats(
+            &self,
+            req: Request<pb::PodSandboxStatsRequest>,
+        ) -> Result<Response<pb::PodSandboxStatsResponse>, Status> {
+            let id = req.into_inner().pod_sandbox_id;
+            ok(self
+                .0
+                .pod_sandbox_stats(&id)
+                .await
+                .map(|s| pb::PodSandboxStatsResponse { stats: Some(s) }))
+        }
+
+        async fn list_pod_sandbox_stats(
+            &self,
+            req: Request<pb::ListPodSandboxStatsRequest>,
+        ) -> Result<Response<pb::ListPodSandboxStatsResponse>, Status> {
+            let f = req.into_inner().filter;
+            ok(self
+                .0
+                .list_pod_sandbox_stats(f)
+                .await
+                .map(|stats| pb::ListPodSandboxStatsResponse { stats }))
+        }
+
         async fn update_runtime_config(
             &self,
             req: Request<pb::UpdateRuntimeConfigRequest>,
@@ -354,8 +381,6 @@ runtime_service! {
         }
     }
     unimplemented {
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";

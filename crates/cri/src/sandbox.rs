@@ -11,6 +11,7 @@ use wharf_core::metadata::Labels;
 use crate::store::{self, Sandbox, SandboxMeta, KIND_SANDBOX};
 use crate::task::TaskStatus;
 use crate::{now_nanos, Cri, Error, Result, NAMESPACE};
+use pb::ContainerEventType as Event;
 
 /// What a failed RunPodSandbox has to undo.
 #[derive(Default)]
@@ -70,6 +71,8 @@ impl Cri {
         match result {
             Ok(()) => {
                 tracing::info!(id = %id, name = %name, elapsed_ms = started.elapsed().as_millis() as u64, "cri: RunPodSandbox");
+                self.emit(&id, &id, Event::ContainerCreatedEvent).await;
+                self.emit(&id, &id, Event::ContainerStartedEvent).await;
                 Ok(id)
             }
             Err(e) => {
@@ -194,13 +197,19 @@ impl Cri {
             }
         }
         let lock = self.lock_of(&id);
-        let _held = lock.lock().await;
+        let held = lock.lock().await;
+        // Whoever deletes the pause task reports the sandbox stopped (here or on its exit).
+        let had_task = self.shim(&id).await.is_some();
         self.stop_task(&id, Duration::ZERO).await?;
         self.delete_task(&id).await?;
         if !s.meta.stopped {
             self.teardown_pod_network(&id, &s.meta, &s.config).await?;
             s.meta.stopped = true;
             self.save_sandbox_meta(&s)?;
+        }
+        drop(held);
+        if had_task {
+            self.emit(&id, &id, Event::ContainerStoppedEvent).await;
         }
         Ok(())
     }
@@ -227,11 +236,16 @@ impl Cri {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(Error::from(e).context(format!("remove sandbox {id} snapshot"))),
         }
+        // Made while the record is there: kubelet matches the event to the pod by its status.
+        let deleted = self
+            .container_event(&id, &id, Event::ContainerDeletedEvent)
+            .await;
         match self.db.container_delete(NAMESPACE, &id) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
+        self.send_container_event(deleted);
         let _ = std::fs::remove_dir_all(self.pod_dir(&id));
         drop(_held);
         self.forget_lock(&id);
@@ -336,13 +350,17 @@ impl Cri {
     /// After the pause task exited: its task is deleted (the sandbox reads NOTREADY).
     pub(crate) async fn finish_sandbox(&self, id: &str) {
         let lock = self.lock_of(id);
-        let _held = lock.lock().await;
-        if let Some(t) = self.task_state(id).await {
-            if t.status == TaskStatus::Stopped {
-                if let Err(e) = self.delete_task(id).await {
-                    tracing::warn!(id, error = %e, "cri: delete exited sandbox task");
-                }
-            }
+        let held = lock.lock().await;
+        let Some(t) = self.task_state(id).await else {
+            return;
+        };
+        if t.status != TaskStatus::Stopped {
+            return;
         }
+        if let Err(e) = self.delete_task(id).await {
+            tracing::warn!(id, error = %e, "cri: delete exited sandbox task");
+        }
+        drop(held);
+        self.emit(id, id, Event::ContainerStoppedEvent).await;
     }
 }

@@ -59,7 +59,7 @@ fn decode(type_url: &str, value: &[u8]) -> Result<Sample> {
 }
 
 impl Cri {
-    async fn stats_of(&self, c: &CriContainer) -> Result<pb::ContainerStats> {
+    pub(crate) async fn stats_of(&self, c: &CriContainer) -> Result<pb::ContainerStats> {
         let attributes = Some(pb::ContainerAttributes {
             id: c.id().to_string(),
             metadata: c.config.metadata.clone(),

@@ -98,6 +98,34 @@ impl Cri {
         }
     }
 
+    /// The state ListContainers reports, from the records and the shim manager's table alone
+    /// (no round trip to each shim: containerd's CRI lists from memory too). Exits are recorded
+    /// by the task-exit handler; one seen but not recorded yet, or a daemon forwarding none,
+    /// falls back to asking the shim.
+    async fn listed_state(&self, c: &CriContainer) -> pb::ContainerState {
+        let m = &c.meta;
+        if m.finished_at != 0 {
+            return pb::ContainerState::ContainerExited;
+        }
+        let seen = self
+            .exits_seen
+            .lock()
+            .map(|s| s.contains(c.id()))
+            .unwrap_or(true);
+        if seen
+            || !self
+                .exits_forwarded
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return self.observe(c).await.state;
+        }
+        match (m.started_at != 0, self.shim(c.id()).await.is_some()) {
+            (true, true) => pb::ContainerState::ContainerRunning,
+            (true, false) => pb::ContainerState::ContainerExited,
+            (false, _) => pb::ContainerState::ContainerCreated,
+        }
+    }
+
     fn oom_killed(&self, id: &str) -> bool {
         self.oom.lock().map(|s| s.contains(id)).unwrap_or(false)
     }
@@ -122,22 +150,21 @@ impl Cri {
         filter: Option<pb::ContainerFilter>,
     ) -> Result<Vec<pb::Container>> {
         let f = filter.unwrap_or_default();
-        let mut out = Vec::new();
-        for c in self.containers()? {
-            if !f.id.is_empty() && !c.id().starts_with(&f.id) {
-                continue;
+        let selected: Vec<CriContainer> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| f.id.is_empty() || c.id().starts_with(&f.id))
+            .filter(|c| {
+                f.pod_sandbox_id.is_empty() || c.meta.sandbox_id.starts_with(&f.pod_sandbox_id)
+            })
+            .filter(|c| store::selects(&f.label_selector, &c.config.labels))
+            .collect();
+        let mut out = Vec::with_capacity(selected.len());
+        for c in &selected {
+            let state = self.listed_state(c).await;
+            if f.state.as_ref().is_none_or(|w| w.state == state as i32) {
+                out.push(self.container_pb(c, state));
             }
-            if !f.pod_sandbox_id.is_empty() && !c.meta.sandbox_id.starts_with(&f.pod_sandbox_id) {
-                continue;
-            }
-            if !store::selects(&f.label_selector, &c.config.labels) {
-                continue;
-            }
-            let o = self.observe(&c).await;
-            if f.state.as_ref().is_some_and(|w| w.state != o.state as i32) {
-                continue;
-            }
-            out.push(self.container_pb(&c, o.state));
         }
         Ok(out)
     }
@@ -148,7 +175,25 @@ impl Cri {
         verbose: bool,
     ) -> Result<pb::ContainerStatusResponse> {
         let c = self.container(id)?;
-        let o = self.observe(&c).await;
+        Ok(self.status_of(&c, verbose).await)
+    }
+
+    /// The statuses of the sandbox's containers (what container events carry).
+    pub(crate) async fn pod_container_statuses(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<Vec<pb::ContainerStatus>> {
+        let mut out = Vec::new();
+        for c in self.containers()? {
+            if c.meta.sandbox_id == sandbox_id {
+                out.extend(self.status_of(&c, false).await.status);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn status_of(&self, c: &CriContainer, verbose: bool) -> pb::ContainerStatusResponse {
+        let o = self.observe(c).await;
         let mut info = std::collections::HashMap::new();
         if verbose {
             let pid = self.task_state(c.id()).await.map(|t| t.pid).unwrap_or(0);
@@ -170,7 +215,7 @@ impl Cri {
                 linux: Some(r),
                 windows: None,
             });
-        Ok(pb::ContainerStatusResponse {
+        pb::ContainerStatusResponse {
             status: Some(pb::ContainerStatus {
                 id: c.id().to_string(),
                 metadata: c.config.metadata.clone(),
@@ -201,9 +246,9 @@ impl Cri {
                 mounts: c.config.mounts.clone(),
                 log_path: c.meta.log_path.clone(),
                 resources,
-                user: user(&c),
+                user: user(c),
             }),
             info,
-        })
+        }
     }
 }
