@@ -116,6 +116,16 @@ impl Manager {
         }
     }
 
+    /// `<state>/io.containerd.runtime.v2.task`: one bundle per task, `<ns>/<id>`.
+    pub fn bundle_root(&self) -> &Path {
+        &self.state
+    }
+
+    /// `<root>/io.containerd.runtime.v2.task`: the bundles' `work` directories, `<ns>/<id>`.
+    pub fn work_root(&self) -> &Path {
+        &self.root
+    }
+
     /// Shim binaries for runtime names, from the configuration (absolute paths, or names looked
     /// up as containerd's shims are).
     pub fn with_shims(mut self, shims: std::collections::BTreeMap<String, String>) -> Manager {

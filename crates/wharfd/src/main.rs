@@ -4,6 +4,7 @@
 mod config;
 mod config_text;
 mod convert;
+mod check;
 mod cri;
 mod error;
 mod events;
@@ -169,6 +170,10 @@ async fn serve(config: Config) -> Result<()> {
             daemon.network.release(&ns, &id).await;
         }
     }
+    // Metadata against the disk, and what a crash left behind (logged; the usual leftovers are
+    // repaired), before clients come.
+    check::startup(&daemon).await;
+    server::cleanup_tmp_mounts(&daemon.tmp_mounts);
     restart::spawn(daemon.clone());
     // CRI's exit handling, after its records are reconciled with the restored tasks.
     daemon.cri.run_background();
