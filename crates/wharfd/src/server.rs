@@ -46,8 +46,7 @@ pub struct Daemon {
     pub streams: crate::streams::StreamManager,
     /// The Prometheus endpoint's figures; None (and no cost) unless `[metrics] address` is set.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// The configured root and state directories (for consistency checks).
-    pub root: std::path::PathBuf,
+    /// The configured state directory (for consistency checks).
     pub state: std::path::PathBuf,
 }
 
@@ -100,7 +99,6 @@ impl Daemon {
             config.cri.clone(),
         )?;
         Ok(Arc::new(Daemon {
-            root: config.root.clone(),
             state: config.state.clone(),
             metrics: crate::metrics::Metrics::new(&config.metrics),
             cri,
