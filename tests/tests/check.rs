@@ -131,10 +131,9 @@ fn check_reports_and_repairs_every_kind_of_leftover() {
     images::push(&reg, "busybox", "latest", &img).unwrap();
     let r = format!("{}/busybox:latest", reg.host());
     let mut w = Wharfd::start().unwrap();
-    let ns = |args: &[&str]| w.wharf_in_ok(NS, args);
-    ns(&["pull", "-q", &r]);
+    w.wharf_in_ok(NS, &["pull", "-q", &r]);
     // A live task: its bundle, rootfs mount, netns and cgroup are never findings.
-    ns(&["run", "-d", "--network", "none", "--name", "live", &r, "sleep", "1000"]);
+    w.wharf_in_ok(NS, &["run", "-d", "--network", "none", "--name", "live", &r, "sleep", "1000"]);
     assert_clean(&w, "fresh daemon with a running container");
 
     // On a stopped daemon: every kind of leftover, and a blob gone from disk.
@@ -182,9 +181,9 @@ fn check_reports_and_repairs_every_kind_of_leftover() {
     assert_gone(&l);
 
     // The record of the missing blob is gone, so a pull fetches it again and the image runs.
-    ns(&["pull", "-q", &r]);
+    w.wharf_in_ok(NS, &["pull", "-q", &r]);
     assert!(w.blob_path(&img.config_digest).exists());
-    assert_eq!(ns(&["run", "--rm", "--network", "none", &r, "echo", "ok"]).trim(), "ok");
+    assert_eq!(w.wharf_in_ok(NS, &["run", "--rm", "--network", "none", &r, "echo", "ok"]).trim(), "ok");
     assert_clean(&w, "after pulling again");
 
     // The same leftovers made under a running daemon (old enough not to be work in progress)
@@ -216,11 +215,11 @@ fn check_reports_and_repairs_every_kind_of_leftover() {
 
     // The live container was never touched.
     assert_eq!(
-        ns(&["exec", "live", "echo", "alive"]).trim(),
+        w.wharf_in_ok(NS, &["exec", "live", "echo", "alive"]).trim(),
         "alive",
         "the running container must survive check --repair"
     );
-    ns(&["rm", "-f", "live"]);
+    w.wharf_in_ok(NS, &["rm", "-f", "live"]);
     assert_clean(&w, "after removing the container");
 }
 

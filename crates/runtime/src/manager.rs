@@ -312,7 +312,13 @@ impl Manager {
             .get(ns, id)
             .await
             .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
-        let resp = shim.delete("").await?;
+        let resp = match shim.delete("").await {
+            Ok(r) => r,
+            // The shim's task was deleted already (wharfd died between Delete and Shutdown):
+            // end the shim and remove its bundle all the same, or both would be left forever.
+            Err(Error::NotFound(_)) => api::DeleteResponse::default(),
+            Err(e) => return Err(e),
+        };
         shim.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = shim.shutdown().await {

@@ -55,6 +55,8 @@ pub enum Kind {
     StaleCgroup,
     /// An ingest nobody writes to, past its expiry (or half-created by a crash).
     StaleIngest,
+    /// A task (a shim) whose container record is gone: wharfd died while deleting it.
+    OrphanTask,
 }
 
 impl Kind {
@@ -70,6 +72,7 @@ impl Kind {
             Kind::StaleWorkDir => "stale-work-dir",
             Kind::StaleCgroup => "stale-cgroup",
             Kind::StaleIngest => "stale-ingest",
+            Kind::OrphanTask => "orphan-task",
         }
     }
 

@@ -1,4 +1,4 @@
-//! What tasks leave behind: bundles (`<state>/io.containerd.runtime.v2.task/<ns>/<id>`), their
+//! Tasks whose container record is gone, and what tasks leave behind: bundles (`<state>/io.containerd.runtime.v2.task/<ns>/<id>`), their
 //! work directories (`<root>/io.containerd.runtime.v2.task/<ns>/<id>`) and cgroups
 //! (`/<ns>/<id>` in each hierarchy, the path the shim gives a spec without one) of tasks that no
 //! longer exist.
@@ -14,6 +14,31 @@ use crate::server::Daemon;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
+    for (ns, id) in &facts.tasks {
+        // Read again now: a task being created or removed meanwhile is no finding.
+        let still_task = tokio::runtime::Handle::current()
+            .block_on(d.runtime.get(ns, id))
+            .is_some();
+        if facts.containers.contains(&(ns.clone(), id.clone()))
+            || !still_task
+            || d.db.container_get(ns, id).is_ok()
+        {
+            continue;
+        }
+        let (runtime, ns2, id2) = (d.runtime.clone(), ns.clone(), id.clone());
+        ctx.found(
+            Kind::OrphanTask,
+            format!("{ns}/{id}"),
+            "a task (and its shim) whose container record is gone",
+            move || {
+                // Repairs run on the blocking pool, where waiting on the runtime is allowed.
+                tokio::runtime::Handle::current()
+                    .block_on(runtime.delete(&ns2, &id2))
+                    .map(|_| ())
+                    .with_context(|| format!("delete task {ns2}/{id2}"))
+            },
+        );
+    }
     let bundles = d.runtime.bundle_root().to_path_buf();
     let works = d.runtime.work_root().to_path_buf();
     let mut n = 0;
