@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wharf_tests::daemon::Wharfd;
 use wharf_tests::images::{self, file, Image, Layer};
 use wharf_tests::registry::Registry;
-use wharf_tests::reliability::{assert_clean, Rng};
+use wharf_tests::reliability::{assert_clean, check, Rng};
 
 const NS: &str = "check8f";
 
@@ -140,6 +140,14 @@ fn kill_wharfd_during_pull_run_delete_and_gc() {
     for id in left.split_whitespace() {
         w.wharf_in_ok(NS, &["rm", "-f", id]);
     }
+    // `rm -f` of a container whose task a kill left half-deleted drops the record but not the
+    // task (see docs/reliability.md): the check finds such orphan tasks and --repair ends them.
+    let (code, out) = check(&w, &["--repair"]);
+    assert_eq!(code, 0, "{out}");
+    for line in out.lines().filter(|l| l.starts_with("repaired ")) {
+        assert!(line.starts_with("repaired orphan-task "), "{out}");
+    }
+    eprintln!("after removing every container: {out}");
     assert_clean(&w, "after removing every container");
     eprintln!(
         "{iterations} kills survived in {:?} ({counts:?}; {finished_before_kill} operations had \

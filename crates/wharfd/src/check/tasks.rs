@@ -4,6 +4,7 @@
 //! longer exist.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -13,7 +14,7 @@ use crate::server::Daemon;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn check(d: &Arc<Daemon>, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
     for (ns, id) in &facts.tasks {
         // Read again now: a task being created or removed meanwhile is no finding.
         let still_task = tokio::runtime::Handle::current()
@@ -25,17 +26,19 @@ pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
         {
             continue;
         }
-        let (runtime, ns2, id2) = (d.runtime.clone(), ns.clone(), id.clone());
+        let (d2, ns2, id2) = (d.clone(), ns.clone(), id.clone());
         ctx.found(
             Kind::OrphanTask,
             format!("{ns}/{id}"),
             "a task (and its shim) whose container record is gone",
             move || {
                 // Repairs run on the blocking pool, where waiting on the runtime is allowed.
-                tokio::runtime::Handle::current()
-                    .block_on(runtime.delete(&ns2, &id2))
-                    .map(|_| ())
-                    .with_context(|| format!("delete task {ns2}/{id2}"))
+                // As Tasks/Delete does: the task, then its network.
+                let rt = tokio::runtime::Handle::current();
+                rt.block_on(d2.runtime.delete(&ns2, &id2))
+                    .with_context(|| format!("delete task {ns2}/{id2}"))?;
+                rt.block_on(d2.network.release(&ns2, &id2));
+                Ok(())
             },
         );
     }
