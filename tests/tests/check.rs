@@ -17,7 +17,9 @@ const NS_CORRUPT: &str = "check8c";
 /// A fake ingest as a crash or an abandoned client leaves it: complete (ref, data) but untouched
 /// for days, or half-created (a bare directory).
 fn fake_ingest(root: &Path, name: &str, complete: bool) -> PathBuf {
-    let dir = root.join("io.containerd.content.v1.content/ingest").join(name);
+    let dir = root
+        .join("io.containerd.content.v1.content/ingest")
+        .join(name);
     std::fs::create_dir_all(&dir).unwrap();
     if complete {
         std::fs::write(dir.join("startedat"), "0").unwrap();
@@ -135,7 +137,20 @@ fn check_reports_and_repairs_every_kind_of_leftover() {
     let mut w = Wharfd::start().unwrap();
     w.wharf_in_ok(NS, &["pull", "-q", &r]);
     // A live task: its bundle, rootfs mount, netns and cgroup are never findings.
-    w.wharf_in_ok(NS, &["run", "-d", "--network", "none", "--name", "live", &r, "sleep", "1000"]);
+    w.wharf_in_ok(
+        NS,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "live",
+            &r,
+            "sleep",
+            "1000",
+        ],
+    );
     assert_clean(&w, "fresh daemon with a running container");
 
     // On a stopped daemon: every kind of leftover, and a blob gone from disk.
@@ -174,19 +189,29 @@ fn check_reports_and_repairs_every_kind_of_leftover() {
         out.contains(&format!("found missing-blob {}", img.config_digest)),
         "{out}"
     );
-    assert!(out.contains("found stale-cgroup") && out.contains("ghost-cg-a"), "{out}");
+    assert!(
+        out.contains("found stale-cgroup") && out.contains("ghost-cg-a"),
+        "{out}"
+    );
     let remaining = format!("{} remaining", l.cgroups.len() + 1);
     assert!(out.contains(&remaining), "{out}");
     let (code, out) = check(&w, &["--repair"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("repaired stale-cgroup") && out.contains("repaired missing-blob"), "{out}");
+    assert!(
+        out.contains("repaired stale-cgroup") && out.contains("repaired missing-blob"),
+        "{out}"
+    );
     assert_clean(&w, "after repair");
     assert_gone(&l);
 
     // The record of the missing blob is gone, so a pull fetches it again and the image runs.
     w.wharf_in_ok(NS, &["pull", "-q", &r]);
     assert!(w.blob_path(&img.config_digest).exists());
-    assert_eq!(w.wharf_in_ok(NS, &["run", "--rm", "--network", "none", &r, "echo", "ok"]).trim(), "ok");
+    assert_eq!(
+        w.wharf_in_ok(NS, &["run", "--rm", "--network", "none", &r, "echo", "ok"])
+            .trim(),
+        "ok"
+    );
     assert_clean(&w, "after pulling again");
 
     // The same leftovers made under a running daemon (old enough not to be work in progress)
@@ -255,7 +280,10 @@ fn corrupt_blobs_are_reported_with_their_digest() {
     // Referenced: --repair reports it and keeps it.
     let (code, out) = check(&w, &["--deep", "--repair"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("found corrupt-blob {layer}")), "{out}");
+    assert!(
+        out.contains(&format!("found corrupt-blob {layer}")),
+        "{out}"
+    );
     assert!(path.exists(), "a referenced blob must never be deleted");
     // Truncated: the plain check sees the size.
     data.truncate(mid);
@@ -267,7 +295,10 @@ fn corrupt_blobs_are_reported_with_their_digest() {
     // The way out the report names: remove the image (a synchronous collection drops the
     // blob), pull again.
     w.ctr_ok(&["-n", NS_CORRUPT, "images", "rm", "--sync", &r]);
-    assert!(!path.exists(), "the collection should have removed the unreferenced blob");
+    assert!(
+        !path.exists(),
+        "the collection should have removed the unreferenced blob"
+    );
     w.wharf_in_ok(NS_CORRUPT, &["pull", "-q", &r]);
     assert_clean(&w, "after pulling again");
     let (code, out) = check(&w, &["--deep"]);

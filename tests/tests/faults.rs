@@ -94,7 +94,17 @@ fn kill_wharfd_during_pull_run_delete_and_gc() {
                 let name = format!("d{i}");
                 w.wharf_in_ok(
                     NS,
-                    &["run", "-d", "--network", "none", "--name", &name, &bb, "sleep", "60"],
+                    &[
+                        "run",
+                        "-d",
+                        "--network",
+                        "none",
+                        "--name",
+                        &name,
+                        &bb,
+                        "sleep",
+                        "60",
+                    ],
                 );
                 wharf_bg(&w, &["rm", "-f", &name])
             }
@@ -130,7 +140,12 @@ fn kill_wharfd_during_pull_run_delete_and_gc() {
                 o.status.success(),
                 "{what}: {img} no longer runs: {}\n{}",
                 String::from_utf8_lossy(&o.stderr),
-                w.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+                w.log()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
     }

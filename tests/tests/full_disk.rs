@@ -52,12 +52,20 @@ fn pull_onto_a_full_disk_fails_cleanly_and_recovers() {
     // wharfd's root on a fresh 128 MiB ext4 (the harness unmounts it on drop).
     let mut w = Wharfd::unstarted("").unwrap();
     let img = w.dir.path().join("check8-disk.img");
-    run("truncate", &["-s", &format!("{FS_MIB}M"), &img.to_string_lossy()]);
+    run(
+        "truncate",
+        &["-s", &format!("{FS_MIB}M"), &img.to_string_lossy()],
+    );
     run("mkfs.ext4", &["-q", "-F", &img.to_string_lossy()]);
     std::fs::create_dir_all(&w.root).unwrap();
     run(
         "mount",
-        &["-o", "loop", &img.to_string_lossy(), &w.root.to_string_lossy()],
+        &[
+            "-o",
+            "loop",
+            &img.to_string_lossy(),
+            &w.root.to_string_lossy(),
+        ],
     );
     w.spawn().unwrap();
     w.wharf_in_ok(NS, &["pull", "-q", &bb]);
@@ -65,7 +73,10 @@ fn pull_onto_a_full_disk_fails_cleanly_and_recovers() {
     // Leave 8 MiB: the 24 MiB layer cannot fit.
     let filler = w.root.join("check8-filler");
     let fill = free_bytes(&w.root).saturating_sub(8 << 20);
-    run("fallocate", &["-l", &fill.to_string(), &filler.to_string_lossy()]);
+    run(
+        "fallocate",
+        &["-l", &fill.to_string(), &filler.to_string_lossy()],
+    );
     let o = w.wharf_in(NS, &["pull", "-q", &big]);
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
     assert!(!o.status.success(), "the pull should have failed");
@@ -75,7 +86,10 @@ fn pull_onto_a_full_disk_fails_cleanly_and_recovers() {
     );
     // Nothing partial is visible: neither the layer's blob nor the image.
     let big_layer = &big_img.layers[1].digest;
-    assert!(!w.blob_path(big_layer).exists(), "a partial blob is visible");
+    assert!(
+        !w.blob_path(big_layer).exists(),
+        "a partial blob is visible"
+    );
     let content = w.ctr_ok(&["-n", NS, "content", "ls", "-q"]);
     assert!(!content.contains(big_layer.as_str()), "{content}");
     let imgs = w.ctr_ok(&["-n", NS, "images", "ls", "-q"]);
@@ -88,7 +102,16 @@ fn pull_onto_a_full_disk_fails_cleanly_and_recovers() {
     w.wharf_in_ok(NS, &["pull", "-q", &big]);
     let n = w.wharf_in_ok(
         NS,
-        &["run", "--rm", "--network", "none", &big, "sh", "-c", "ls /data | wc -l"],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &big,
+            "sh",
+            "-c",
+            "ls /data | wc -l",
+        ],
     );
     assert_eq!(n.trim(), FILES.to_string());
     assert_clean(&w, "after the pull succeeded");

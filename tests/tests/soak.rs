@@ -47,7 +47,16 @@ fn run_batch(w: &Wharfd, image: &str, first: usize, n: usize) -> Vec<String> {
         .map(|i| {
             let name = format!("soak{i}");
             let c = Command::new(wharf_tests::bin("wharf"))
-                .args(["run", "--rm", "--network", "none", "--name", &name, image, "true"])
+                .args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "--name",
+                    &name,
+                    image,
+                    "true",
+                ])
                 .env("WHARF_ADDRESS", &w.socket)
                 .env("WHARF_DATA_ROOT", w.cli_root())
                 .env("WHARF_NAMESPACE", NS)
@@ -120,7 +129,10 @@ fn soak_run_and_remove_containers_50_at_a_time() {
     assert_eq!(after.netns, 0, "{after:?}");
     assert_eq!(after.cgroups, before.cgroups, "cgroups left: {after:?}");
     assert_eq!(after.mounts, before.mounts, "mounts left: {after:?}");
-    assert!(after.fds <= before.fds + 4, "fds grew: {before:?} -> {after:?}");
+    assert!(
+        after.fds <= before.fds + 4,
+        "fds grew: {before:?} -> {after:?}"
+    );
     assert!(
         after.rss_kib <= before.rss_kib + 16 * 1024,
         "RSS grew by more than 16 MiB: {before:?} -> {after:?}"

@@ -1,10 +1,10 @@
 //! wharfd: the wharf daemon. Serves containerd's gRPC API v1 on a unix socket (and containerd's
 //! ttrpc event address for shims) over the stores of wharf-core.
 
+mod check;
 mod config;
 mod config_text;
 mod convert;
-mod check;
 mod cri;
 mod error;
 mod events;

@@ -16,10 +16,9 @@ pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
     // digest -> (recorded size, namespaces recording it)
     let mut records: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
     for ns in &facts.namespaces {
-        for info in d
-            .db
-            .content_list(ns, &all)
-            .with_context(|| format!("list content of {ns}"))?
+        for info in
+            d.db.content_list(ns, &all)
+                .with_context(|| format!("list content of {ns}"))?
         {
             records
                 .entry(info.digest.clone())
@@ -86,7 +85,11 @@ pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
     let ingests = store.ingest_dirs().context("list ingests")?;
     ctx.count("ingests", ingests.len() as u64);
     for ing in ingests {
-        if ing.status.as_ref().is_some_and(|s| store.is_locked(&s.reference)) {
+        if ing
+            .status
+            .as_ref()
+            .is_some_and(|s| store.is_locked(&s.reference))
+        {
             continue;
         }
         let age = ctx.now.duration_since(ing.updated_at).unwrap_or_default();
@@ -115,5 +118,7 @@ pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Does some namespace still record `d`?
 fn recorded(d: &Daemon, namespaces: &[String], dg: &Digest) -> bool {
-    namespaces.iter().any(|ns| d.db.content_info(ns, dg).is_ok())
+    namespaces
+        .iter()
+        .any(|ns| d.db.content_info(ns, dg).is_ok())
 }

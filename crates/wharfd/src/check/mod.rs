@@ -193,9 +193,9 @@ pub async fn run(d: &Arc<Daemon>, opts: Options) -> anyhow::Result<Report> {
         tasks::check(&d, &facts, &mut ctx)?;
         snapshots::check(&d, &mut ctx)?;
         content::check(&d, &facts, &mut ctx)?;
-        ctx.report.findings.sort_by(|a, b| {
-            (a.kind, &a.subject).cmp(&(b.kind, &b.subject))
-        });
+        ctx.report
+            .findings
+            .sort_by(|a, b| (a.kind, &a.subject).cmp(&(b.kind, &b.subject)));
         Ok(ctx.report)
     })
     .await?

@@ -23,9 +23,7 @@ enum Owner {
 pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut points = mount_points().context("read /proc/self/mountinfo")?;
     // Deepest first, so nested mounts come off before what they sit on.
-    points.sort_by(|a, b| {
-        (b.as_os_str().len(), a).cmp(&(a.as_os_str().len(), b))
-    });
+    points.sort_by(|a, b| (b.as_os_str().len(), a).cmp(&(a.as_os_str().len(), b)));
     points.dedup();
     let bundles = d.runtime.bundle_root();
     let mut seen = 0;
@@ -59,7 +57,9 @@ pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
 
 fn owner(d: &Daemon, bundles: &Path, p: &Path) -> Owner {
     let two = |rest: &Path| {
-        let mut c = rest.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let mut c = rest
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
         match (c.next(), c.next()) {
             (Some(ns), Some(id)) => Owner::Task(ns, id),
             _ => Owner::Unknown,
@@ -100,9 +100,14 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         if let (b'\\', Some(d)) = (b[i], octal) {
-            out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
+            out.push(
+                d.iter()
+                    .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
+            );
             i += 4;
             continue;
         }

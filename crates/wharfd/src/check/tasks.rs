@@ -60,8 +60,7 @@ pub fn check(d: &Arc<Daemon>, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()
     }
     ctx.count("bundles", n);
     for (ns, id, path) in entries(&works) {
-        if facts.live(&ns, &id) || bundles.join(&ns).join(&id).exists() || ctx.young(mtime(&path))
-        {
+        if facts.live(&ns, &id) || bundles.join(&ns).join(&id).exists() || ctx.young(mtime(&path)) {
             continue;
         }
         let p = path.clone();

@@ -18,7 +18,11 @@ impl Check for CheckService {
         let req = req.into_inner();
         let opts = Options {
             deep: req.deep,
-            repair: if req.repair { Repair::All } else { Repair::None },
+            repair: if req.repair {
+                Repair::All
+            } else {
+                Repair::None
+            },
             startup: false,
         };
         let report = check::run(&self.0, opts)
