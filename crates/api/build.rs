@@ -348,4 +348,24 @@ fn main() {
         .build_client(false)
         .build_server(true)
         .compile(&services);
+
+    // wharf's own services (not containerd's): server and client, over the prost messages
+    // declared in `src/lib.rs`.
+    let check = Service::builder()
+        .name("Check")
+        .package("wharf.services.check.v1")
+        .method(
+            Method::builder()
+                .name("check")
+                .route_name("Check")
+                .input_type("crate::check::CheckRequest")
+                .output_type("crate::check::CheckResponse")
+                .codec_path("::tonic_prost::ProstCodec")
+                .build(),
+        )
+        .build();
+    Builder::new()
+        .build_client(true)
+        .build_server(true)
+        .compile(&[check]);
 }

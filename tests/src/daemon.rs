@@ -26,6 +26,14 @@ impl Wharfd {
     /// Starts wharfd with `config` as its TOML configuration file; `{dir}` in it stands for the
     /// test's temporary directory (e.g. `cni_conf_dir = "{dir}/net.d"`).
     pub fn start_with_config(config: &str) -> Result<Wharfd> {
+        let mut w = Self::unstarted(config)?;
+        w.spawn()?;
+        Ok(w)
+    }
+
+    /// Makes the directories and configuration without starting wharfd (start it with
+    /// [`spawn`](Self::spawn)), e.g. to mount a small filesystem as its root first.
+    pub fn unstarted(config: &str) -> Result<Wharfd> {
         let dir = tempfile::Builder::new()
             .prefix("wharf-test-")
             .tempdir_in("/var/tmp")?;
@@ -36,7 +44,7 @@ impl Wharfd {
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let socket = dir.path().join("state/wharfd.sock");
-        let mut w = Wharfd {
+        Ok(Wharfd {
             child: None,
             dir,
             root,
@@ -44,9 +52,7 @@ impl Wharfd {
             socket,
             gc_runs_before: 0,
             bridge: None,
-        };
-        w.spawn()?;
-        Ok(w)
+        })
     }
 
     /// Starts wharfd with a network of its own for CLI-run containers: a unique bridge and
@@ -92,6 +98,32 @@ impl Wharfd {
             .stdin(Stdio::null())
             .output()
             .expect("run wharf")
+    }
+
+    /// Runs the `wharf` CLI against this daemon in namespace `ns`.
+    pub fn wharf_in(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new(crate::bin("wharf"))
+            .args(args)
+            .env("WHARF_ADDRESS", &self.socket)
+            .env("WHARF_DATA_ROOT", self.cli_root())
+            .env("WHARF_NAMESPACE", ns)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wharf")
+    }
+
+    /// Runs `wharf ARGS` in namespace `ns`, asserting success; returns stdout.
+    pub fn wharf_in_ok(&self, ns: &str, args: &[&str]) -> String {
+        let out = self.wharf_in(ns, args);
+        assert!(
+            out.status.success(),
+            "wharf -n {ns} {args:?} failed ({}): {}{}\n--- wharfd log tail ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs `wharf ARGS`, asserting success; returns stdout.

@@ -48,6 +48,50 @@ services! {
     streaming => "containerd.services.streaming.v1.Streaming",
 }
 
+/// wharf's own consistency check service (`wharf.services.check.v1.Check`), used by
+/// `wharf system check`: metadata against what is on disk, mounts, bundles, cgroups and ingests.
+/// Its messages are declared here (there is no containerd equivalent to take them from).
+pub mod check {
+    /// What to check and whether to repair.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct CheckRequest {
+        /// Re-hash every blob (else only its presence and size are checked).
+        #[prost(bool, tag = "1")]
+        pub deep: bool,
+        /// Fix what is safe to fix (never deletes a referenced blob).
+        #[prost(bool, tag = "2")]
+        pub repair: bool,
+    }
+
+    /// One inconsistency.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct Finding {
+        /// e.g. `missing-blob`, `corrupt-blob`, `orphan-snapshot-dir`, `stale-mount`.
+        #[prost(string, tag = "1")]
+        pub kind: String,
+        /// What it is about: a digest, a path, `namespace/id`.
+        #[prost(string, tag = "2")]
+        pub subject: String,
+        #[prost(string, tag = "3")]
+        pub detail: String,
+        /// Fixed by this request's repair.
+        #[prost(bool, tag = "4")]
+        pub repaired: bool,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct CheckResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub findings: Vec<Finding>,
+        /// How much was looked at: content records, snapshot records, ingests, mounts, bundles,
+        /// cgroups.
+        #[prost(map = "string, uint64", tag = "2")]
+        pub checked: std::collections::HashMap<String, u64>,
+    }
+
+    tonic::include_proto!("wharf.services.check.v1.Check");
+}
+
 /// containerd's image events (`containerd.events.Image*`), which containerd-client does not
 /// generate. Field numbers follow containerd's `api/events/image.proto`.
 pub mod image_events {

@@ -77,6 +77,7 @@ impl Error {
                 Kind::NotImplemented => Code::Unimplemented,
                 Kind::OutOfRange => Code::OutOfRange,
                 Kind::Aborted => Code::Aborted,
+                Kind::ResourceExhausted => Code::ResourceExhausted,
                 Kind::Internal => Code::Internal,
             },
         }

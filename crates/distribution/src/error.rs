@@ -65,7 +65,14 @@ pub enum Kind {
     NotImplemented,
     OutOfRange,
     Aborted,
+    /// The disk is full (ENOSPC): containerd's clients see ResourceExhausted.
+    ResourceExhausted,
     Internal,
+}
+
+/// ENOSPC, the one I/O error with a kind of its own.
+fn is_enospc(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 impl Error {
@@ -85,8 +92,12 @@ impl Error {
             Error::FailedPrecondition(_) => Kind::FailedPrecondition,
             Error::Unavailable(_) => Kind::Unavailable,
             Error::NotImplemented(_) => Kind::NotImplemented,
+            Error::Io { source, .. } if is_enospc(source) => Kind::ResourceExhausted,
             Error::Io { .. } | Error::Internal(_) => Kind::Internal,
             Error::Core(e) => match e {
+                wharf_core::Error::Io { source, .. } if is_enospc(source) => {
+                    Kind::ResourceExhausted
+                }
                 wharf_core::Error::NotFound(_) => Kind::NotFound,
                 wharf_core::Error::AlreadyExists(_) => Kind::AlreadyExists,
                 wharf_core::Error::InvalidArgument(_) => Kind::InvalidArgument,

@@ -116,6 +116,16 @@ impl Manager {
         }
     }
 
+    /// `<state>/io.containerd.runtime.v2.task`: one bundle per task, `<ns>/<id>`.
+    pub fn bundle_root(&self) -> &Path {
+        &self.state
+    }
+
+    /// `<root>/io.containerd.runtime.v2.task`: the bundles' `work` directories, `<ns>/<id>`.
+    pub fn work_root(&self) -> &Path {
+        &self.root
+    }
+
     /// Shim binaries for runtime names, from the configuration (absolute paths, or names looked
     /// up as containerd's shims are).
     pub fn with_shims(mut self, shims: std::collections::BTreeMap<String, String>) -> Manager {
@@ -302,7 +312,13 @@ impl Manager {
             .get(ns, id)
             .await
             .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
-        let resp = shim.delete("").await?;
+        let resp = match shim.delete("").await {
+            Ok(r) => r,
+            // The shim's task was deleted already (wharfd died between Delete and Shutdown):
+            // end the shim and remove its bundle all the same, or both would be left forever.
+            Err(Error::NotFound(_)) => api::DeleteResponse::default(),
+            Err(e) => return Err(e),
+        };
         shim.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = shim.shutdown().await {

@@ -84,6 +84,10 @@ impl Client {
         let hint = match e.code() {
             tonic::Code::Unavailable => format!(" (is wharfd running on {}?)", self.address),
             tonic::Code::NotFound if !not_found.is_empty() => format!(" ({not_found})"),
+            // Only ENOSPC is mapped to ResourceExhausted by wharfd.
+            tonic::Code::ResourceExhausted => {
+                " (wharfd's disk is full: free space and retry)".into()
+            }
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                 " (credentials come from ~/.docker/config.json)".into()
             }

@@ -3,6 +3,7 @@
 //! (as nerdctl does) and leaves networking, logs and restarts to wharfd and the shim.
 
 mod attach;
+mod check;
 mod client;
 mod containers;
 mod cp;
@@ -240,6 +241,17 @@ enum SystemCmd {
         #[arg(short, long)]
         all: bool,
     },
+    /// Check wharfd's stores against the disk: one line per finding, then a summary; exits 1
+    /// while findings remain.
+    Check {
+        /// Re-hash every blob (else presence and size only).
+        #[arg(long)]
+        deep: bool,
+        /// Fix what is safe: orphan snapshot dirs, stale mounts, bundles, cgroups and ingests,
+        /// records of missing blobs. Corrupt blobs are only reported.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 async fn dispatch(cli: Cli) -> Result<u8> {
@@ -388,6 +400,9 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::System(SystemCmd::Info) => system::info(&c).await?,
         Command::System(SystemCmd::Df) => system::df(&c).await?,
         Command::System(SystemCmd::Prune { all }) => system::prune(&c, all, root).await?,
+        Command::System(SystemCmd::Check { deep, repair }) => {
+            return check::check(&c, deep, repair).await
+        }
         Command::Version => system::version(&c).await?,
         Command::Completion { .. } => {}
     }

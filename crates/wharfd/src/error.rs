@@ -45,6 +45,7 @@ pub fn dist_to_status(e: wharf_distribution::Error) -> Status {
         Kind::NotImplemented => Code::Unimplemented,
         Kind::OutOfRange => Code::OutOfRange,
         Kind::Aborted => Code::Aborted,
+        Kind::ResourceExhausted => Code::ResourceExhausted,
         Kind::Internal => Code::Internal,
     };
     if code == Code::Internal {

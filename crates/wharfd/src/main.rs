@@ -1,6 +1,7 @@
 //! wharfd: the wharf daemon. Serves containerd's gRPC API v1 on a unix socket (and containerd's
 //! ttrpc event address for shims) over the stores of wharf-core.
 
+mod check;
 mod config;
 mod config_text;
 mod convert;
@@ -169,6 +170,10 @@ async fn serve(config: Config) -> Result<()> {
             daemon.network.release(&ns, &id).await;
         }
     }
+    // Metadata against the disk, and what a crash left behind (logged; the usual leftovers are
+    // repaired), before clients come.
+    check::startup(&daemon).await;
+    server::cleanup_tmp_mounts(&daemon.tmp_mounts);
     restart::spawn(daemon.clone());
     // CRI's exit handling, after its records are reconciled with the restored tasks.
     daemon.cri.run_background();

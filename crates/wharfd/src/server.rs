@@ -46,6 +46,8 @@ pub struct Daemon {
     pub streams: crate::streams::StreamManager,
     /// The Prometheus endpoint's figures; None (and no cost) unless `[metrics] address` is set.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The configured state directory (for consistency checks).
+    pub state: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -68,18 +70,15 @@ impl Daemon {
         }
         for (name, backend) in backends {
             let dir = root.join(format!("io.containerd.snapshotter.v1.{name}"));
+            // Directories orphaned by a crash are removed by the start-up check.
             let s = SnapshotStore::open(name, dir, db.clone(), backend)?;
-            // Directories orphaned by a crash between a snapshot's dir and its record.
-            if let Err(e) = s.cleanup() {
-                tracing::warn!(snapshotter = name, error = %e, "snapshot cleanup at start");
-            }
             snapshotters.insert(name.to_string(), s);
         }
         let gc = GcScheduler::start(db.clone(), snapshotters.values().cloned().collect());
         let uuid = load_uuid(&root.join("uuid"))?;
+        // Mounts a crash left here are unmounted by the start-up check; their directories are
+        // removed after it (`cleanup_tmp_mounts`).
         let tmp_mounts = root.join("tmpmounts");
-        // Mounts left by a crash mid-apply: unmount and remove.
-        cleanup_tmp_mounts(&tmp_mounts);
         let runtime = Arc::new(
             wharf_runtime::Manager::new(&config.state, root, &config.grpc.address, ttrpc_address)
                 .with_shims(config.runtime.shims.clone()),
@@ -100,6 +99,7 @@ impl Daemon {
             config.cri.clone(),
         )?;
         Ok(Arc::new(Daemon {
+            state: config.state.clone(),
             metrics: crate::metrics::Metrics::new(&config.metrics),
             cri,
             registry_config_path: config.registry.config_path.clone(),
@@ -116,12 +116,13 @@ impl Daemon {
     }
 }
 
-fn cleanup_tmp_mounts(dir: &Path) {
+/// Removes the empty directories of apply mounts a crash left (at start, after the start-up
+/// check unmounted them).
+pub fn cleanup_tmp_mounts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        let _ = wharf_core::mount::unmount(&e.path());
         let _ = std::fs::remove_dir(e.path());
     }
 }
@@ -224,7 +225,11 @@ pub fn router(d: Arc<Daemon>) -> Router<Stack<crate::metrics::grpc::Layer, Ident
             crate::services::transfer::TransferService(d.clone()),
         ))
         .add_service(streaming::streaming_server::StreamingServer::new(
-            crate::services::streaming::StreamingService(d),
+            crate::services::streaming::StreamingService(d.clone()),
+        ))
+        // wharf's own: `wharf system check`.
+        .add_service(check::check_server::CheckServer::new(
+            crate::services::check::CheckService(d),
         ))
         // Kubernetes CRI runtime.v1 on the same socket, as containerd serves it.
         .add_service(cri_runtime)

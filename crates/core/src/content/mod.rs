@@ -44,6 +44,15 @@ pub struct Status {
     pub updated_at: SystemTime,
 }
 
+/// An ingest directory as found on disk.
+#[derive(Debug, Clone)]
+pub struct IngestDir {
+    pub path: PathBuf,
+    /// None for a directory a crash left half-created.
+    pub status: Option<Status>,
+    pub updated_at: SystemTime,
+}
+
 /// The on-disk content store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -277,6 +286,45 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Every ingest directory on disk, complete or not, with when it was last written (for
+    /// consistency checks: a crash can leave a half-created one that `list_statuses` skips).
+    pub fn ingest_dirs(&self) -> Result<Vec<IngestDir>> {
+        let dir = self.inner.root.join("ingest");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("read {}", dir.display()))?;
+            let path = entry.path();
+            let status = writer::read_status(&path)?;
+            let updated_at = match &status {
+                Some(s) => s.updated_at,
+                None => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            };
+            out.push(IngestDir {
+                path,
+                status,
+                updated_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes an ingest directory found by [`Store::ingest_dirs`], unless a writer holds it.
+    pub fn remove_ingest_dir(&self, d: &IngestDir) -> Result<()> {
+        if let Some(s) = &d.status {
+            if self.is_locked(&s.reference) {
+                return Err(Error::Unavailable(format!("ref {} locked", s.reference)));
+            }
+        }
+        match fs::remove_dir_all(&d.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io_path("remove ingest", &d.path, e)),
+        }
     }
 
     /// Abandons an ingest and removes its data.

@@ -96,3 +96,25 @@ fn corrupt_blob_detected() {
     std::fs::write(&p, b"paylaod").unwrap();
     assert!(matches!(s.verify(&d), Err(Error::FailedPrecondition(_))));
 }
+
+#[test]
+fn ingest_dirs_include_half_created_ones_and_spare_locked_ones() {
+    let (_t, s) = store();
+    let mut w = s.writer("held", 0, None).unwrap();
+    w.write(b"abc").unwrap();
+    std::fs::create_dir_all(s.root().join("ingest/half")).unwrap();
+    let dirs = s.ingest_dirs().unwrap();
+    assert_eq!(dirs.len(), 2);
+    let half = dirs.iter().find(|d| d.status.is_none()).unwrap();
+    let held = dirs.iter().find(|d| d.status.is_some()).unwrap();
+    assert_eq!(held.status.as_ref().unwrap().offset, 3);
+    // A writer holds it: never removed.
+    assert!(matches!(
+        s.remove_ingest_dir(held),
+        Err(Error::Unavailable(_))
+    ));
+    s.remove_ingest_dir(half).unwrap();
+    drop(w);
+    s.remove_ingest_dir(held).unwrap();
+    assert!(s.ingest_dirs().unwrap().is_empty());
+}

@@ -468,6 +468,60 @@ impl SnapshotStore {
             .create_lock
             .lock()
             .map_err(|_| Error::internal("snapshot lock poisoned"))?;
+        let orphans = self.orphans_locked()?;
+        for name in &orphans {
+            self.remove_dir(name);
+        }
+        Ok(orphans.len())
+    }
+
+    /// Snapshot directories no record references (names under `<root>/snapshots`).
+    pub fn orphans(&self) -> Result<Vec<String>> {
+        let _no_creates = self
+            .create_lock
+            .lock()
+            .map_err(|_| Error::internal("snapshot lock poisoned"))?;
+        self.orphans_locked()
+    }
+
+    /// Removes one directory if it is (still) an orphan; true when it was removed.
+    pub fn remove_orphan(&self, name: &str) -> Result<bool> {
+        let _no_creates = self
+            .create_lock
+            .lock()
+            .map_err(|_| Error::internal("snapshot lock poisoned"))?;
+        if !self.orphans_locked()?.iter().any(|n| n == name) {
+            return Ok(false);
+        }
+        remove_tree(&self.dir(name))?;
+        Ok(true)
+    }
+
+    /// Records (namespace, key, directory) whose directory is missing from disk.
+    pub fn missing_dirs(&self) -> Result<Vec<(String, String, String)>> {
+        let _no_creates = self
+            .create_lock
+            .lock()
+            .map_err(|_| Error::internal("snapshot lock poisoned"))?;
+        let tx = self.db.database().begin_read()?;
+        let t = tx.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            let (ns, sn, key) = k.value();
+            if sn != self.name {
+                continue;
+            }
+            let info: Info = decode(v.value())?;
+            if !self.dir(&info.id).join("fs").is_dir() {
+                out.push((ns.to_string(), key.to_string(), info.id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Orphan directory names; the caller holds `create_lock`.
+    fn orphans_locked(&self) -> Result<Vec<String>> {
         let live: std::collections::HashSet<String> = {
             let tx = self.db.database().begin_read()?;
             let t = tx.open_table(SNAPSHOTS)?;
@@ -482,16 +536,15 @@ impl SnapshotStore {
             s
         };
         let dir = self.root.join("snapshots");
-        let mut removed = 0;
+        let mut out = Vec::new();
         for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
             let e = e.ctx(|| format!("read {}", dir.display()))?;
             let name = e.file_name().to_string_lossy().to_string();
             if !live.contains(&name) {
-                self.remove_dir(&name);
-                removed += 1;
+                out.push(name);
             }
         }
-        Ok(removed)
+        Ok(out)
     }
 
     fn next_id(&self) -> Result<String> {

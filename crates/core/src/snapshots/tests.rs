@@ -182,8 +182,22 @@ fn labels_filters_usage_and_cleanup() {
     );
     // An orphan directory (crash between dir and record) is cleaned up; live ones stay.
     std::fs::create_dir_all(s.root().join("snapshots/999/fs")).unwrap();
+    assert_eq!(s.orphans().unwrap(), vec!["999".to_string()]);
     assert_eq!(s.cleanup().unwrap(), 1);
     assert!(upper(&s, ns, "a").exists());
+    // One orphan at a time (the consistency check's repair); a live directory is never one.
+    std::fs::create_dir_all(s.root().join("snapshots/998/fs")).unwrap();
+    let live = s.stat(ns, "a").unwrap().id;
+    assert!(!s.remove_orphan(&live).unwrap());
+    assert!(s.remove_orphan("998").unwrap());
+    assert!(s.orphans().unwrap().is_empty());
+    // A record whose directory is gone.
+    assert!(s.missing_dirs().unwrap().is_empty());
+    std::fs::remove_dir_all(s.dir(&live)).unwrap();
+    assert_eq!(
+        s.missing_dirs().unwrap(),
+        vec![(ns.to_string(), "a".to_string(), live)]
+    );
 }
 
 #[test]

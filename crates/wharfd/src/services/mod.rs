@@ -1,5 +1,6 @@
-//! One adapter per containerd service: convert, delegate to core, map errors. Nothing else.
+//! One adapter per containerd service (and per wharf service): convert, delegate to core, map errors. Nothing else.
 
+pub mod check;
 pub mod containers;
 pub mod content;
 pub mod diff;

@@ -1,0 +1,128 @@
+//! Mounts under wharf's root and state directories whose owner is gone: a task's rootfs (and
+//! anything under its bundle) without the task, a container's or pod's pinned network namespace
+//! without its task or record, a diff apply's temporary mount after a crash. Mounts wharf does
+//! not make there are not judged.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::{Ctx, Facts, Kind};
+use crate::server::Daemon;
+
+/// Who a mount under root/state belongs to.
+enum Owner {
+    Task(String, String),
+    /// A CRI pod sandbox (its netns under `<state>/cri/netns/<id>`).
+    Pod(String),
+    /// A diff apply in flight (`<root>/tmpmounts/<x>`).
+    Apply,
+    Unknown,
+}
+
+pub fn check(d: &Daemon, facts: &Facts, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut points = mount_points().context("read /proc/self/mountinfo")?;
+    // Deepest first, so nested mounts come off before what they sit on.
+    points.sort_by(|a, b| (b.as_os_str().len(), a).cmp(&(a.as_os_str().len(), b)));
+    points.dedup();
+    let bundles = d.runtime.bundle_root();
+    let mut seen = 0;
+    for p in points {
+        let owner = owner(d, bundles, &p);
+        if matches!(owner, Owner::Unknown) {
+            continue;
+        }
+        seen += 1;
+        let stale = match &owner {
+            Owner::Task(ns, id) => (!facts.live(ns, id)).then(|| format!("task {ns}/{id} is gone")),
+            Owner::Pod(id) => (!facts.containers.contains(&("k8s.io".into(), id.clone())))
+                .then(|| format!("pod sandbox {id} is gone")),
+            Owner::Apply => ctx
+                .opts
+                .startup
+                .then(|| "left by an apply a crash interrupted".to_string()),
+            Owner::Unknown => None,
+        };
+        if let Some(why) = stale {
+            let target = p.clone();
+            ctx.found(Kind::StaleMount, p.display().to_string(), why, move || {
+                nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH)
+                    .with_context(|| format!("unmount {}", target.display()))
+            });
+        }
+    }
+    ctx.count("mounts", seen);
+    Ok(())
+}
+
+fn owner(d: &Daemon, bundles: &Path, p: &Path) -> Owner {
+    let two = |rest: &Path| {
+        let mut c = rest
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        match (c.next(), c.next()) {
+            (Some(ns), Some(id)) => Owner::Task(ns, id),
+            _ => Owner::Unknown,
+        }
+    };
+    if let Ok(rest) = p.strip_prefix(bundles) {
+        return two(rest);
+    }
+    if let Ok(rest) = p.strip_prefix(d.state.join("netns")) {
+        return two(rest);
+    }
+    if let Ok(rest) = p.strip_prefix(d.state.join("cri").join("netns")) {
+        if let Some(id) = rest.components().next() {
+            return Owner::Pod(id.as_os_str().to_string_lossy().into_owned());
+        }
+    }
+    if p.strip_prefix(&d.tmp_mounts)
+        .is_ok_and(|r| r.components().next().is_some())
+    {
+        return Owner::Apply;
+    }
+    Owner::Unknown
+}
+
+/// Every mount point of this mount namespace.
+pub fn mount_points() -> std::io::Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .collect())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let (b'\\', Some(d)) = (b[i], octal) {
+            out.push(
+                d.iter()
+                    .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
+            );
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(super::unescape(r"/a\040b"), "/a b");
+        assert_eq!(super::unescape(r"/plain"), "/plain");
+        assert_eq!(super::unescape(r"/end\04"), r"/end\04");
+    }
+}
