@@ -10,6 +10,7 @@ pub mod fake_registry;
 pub mod images;
 pub mod listing;
 pub mod registry;
+pub mod stream_client;
 
 use std::path::PathBuf;
 

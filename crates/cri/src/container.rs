@@ -209,10 +209,22 @@ impl Cri {
             .as_ref()
             .map(|s| s.value.clone())
             .unwrap_or_default();
-        let (shim, _) = self.create_task(&id, spec, &uri, &uri).await?;
+        let stdin = if c.config.stdin {
+            self.open_container_stdin(&id)?
+        } else {
+            String::new()
+        };
+        let (shim, _) = match self.create_task(&id, spec, &stdin, &uri, &uri).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.drop_container_stdin(&id);
+                return Err(e);
+            }
+        };
         let start_time = now_nanos();
         if let Err(e) = shim.start("").await {
             let _ = self.delete_task(&id).await;
+            self.drop_container_stdin(&id);
             c.meta.finished_at = now_nanos();
             c.meta.started_at = c.meta.finished_at;
             c.meta.exit_code = 128;
@@ -262,6 +274,7 @@ impl Cri {
         }
         drop(held);
         self.forget_lock(&id);
+        self.drop_container_stdin(&id);
         Ok(())
     }
 
@@ -292,6 +305,7 @@ impl Cri {
             if let Err(e) = self.delete_task(id).await {
                 tracing::warn!(id, error = %e, "cri: delete exited container task");
             }
+            self.drop_container_stdin(id);
         }
     }
     /// ReopenContainerLog: after kubelet renamed the log, a new file is made at the path; the

@@ -19,6 +19,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Network(#[from] wharf_network::Error),
     #[error("not implemented yet in wharf: {0}")]
@@ -55,6 +57,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Network(e) if e.is_not_found() => Code::NotFound,
             Error::Network(e) if e.is_already_exists() => Code::AlreadyExists,
             Error::Network(_) => Code::Internal,
