@@ -169,6 +169,8 @@ enum Upgrade {
     WebSocket { protocol: String, accept: String },
 }
 
+// The error is the HTTP answer itself, made once per refused request: no need to box it.
+#[allow(clippy::result_large_err)]
 fn upgrade_kind(
     h: &HeaderMap,
     spdy: &[&'static str],
