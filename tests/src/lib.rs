@@ -11,6 +11,7 @@ pub mod images;
 pub mod listing;
 pub mod registry;
 pub mod reliability;
+pub mod stream_client;
 
 use std::path::PathBuf;
 

@@ -219,9 +219,14 @@ fn cri_version_status_and_unimplemented() {
         assert!(c["NetworkReady"].status, "{:?}", c["NetworkReady"]);
 
         // What is not served yet says so.
-        let e = r.exec(pb::ExecRequest::default()).await.unwrap_err();
+        let e = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert!(e.message().contains("streaming server"), "{}", e.message());
+        // Streaming requests are checked before anything else.
+        let e = r.exec(pb::ExecRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         // UpdateRuntimeConfig (kubelet's first call) is accepted.
         r.update_runtime_config(pb::UpdateRuntimeConfigRequest {
             runtime_config: Some(pb::RuntimeConfig {
@@ -1529,6 +1534,36 @@ async fn events_until(
 #[test]
 fn cri_container_events_and_pod_stats() {
     use pb::ContainerEventType as Ev;
+// The streaming server (issue 7 item 4): Exec, Attach and PortForward answer single-use URLs;
+// clients speak SPDY/3.1 (kubelet's v4 remote-command and port-forward protocols) or WebSocket
+// v5 to them.
+
+use wharf_tests::stream_client::{upgrade, Spdy, Ws};
+
+async fn exec_url(
+    r: &mut Runtime,
+    id: &str,
+    cmd: &[&str],
+    (stdin, stdout, stderr, tty): (bool, bool, bool, bool),
+) -> Result<String, tonic::Status> {
+    r.exec(pb::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout,
+        stderr,
+    })
+    .await
+    .map(|r| r.into_inner().url)
+}
+
+fn status_of(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("status {s:?}: {e}"))
+}
+
+#[test]
+fn cri_streaming_exec_attach_port_forward() {
     wharf_tests::require_root();
     let reg = Registry::start().unwrap();
     let img = images::busybox().unwrap();
@@ -1683,6 +1718,43 @@ fn cri_container_events_and_pod_stats() {
         let e = r
             .pod_sandbox_stats(pb::PodSandboxStatsRequest {
                 pod_sandbox_id: "0123456789abcdef-unknown".into(),
+    let env = pod_env();
+    let w = &env.w;
+    let image = format!("{}/busybox:latest", reg.host());
+    let logs = w.dir.path().join("logs");
+    rt().block_on(async {
+        let (mut r, mut i) = clients(w).await;
+        pull(&mut i, &image, None).await.expect("pull busybox");
+        let cfg = pod_config("stream8", "uid-stream8", &logs);
+        let pod = run_pod(&mut r, &cfg).await.expect("pod");
+        let web_cmd = ["sh", "-c", "mkdir -p /www && echo hello-stream8 > /www/index.html && exec httpd -f -p 8080 -h /www"];
+        let web = create(&mut r, &pod, &cfg, container_config("web", &image, &web_cmd))
+            .await
+            .unwrap();
+        start(&mut r, &web).await;
+        let mut talk = container_config("talk", &image, &["sh", "-c", "while read l; do echo \"got $l\"; done; echo bye"]);
+        talk.stdin = true;
+        talk.stdin_once = true;
+        let talk = create(&mut r, &pod, &cfg, talk).await.unwrap();
+        start(&mut r, &talk).await;
+
+        // Bad requests: no such container, no stdio, tty with stderr.
+        let e = exec_url(&mut r, "nope-stream8", &["true"], (false, true, false, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        let e = exec_url(&mut r, &web, &["true"], (false, false, false, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = exec_url(&mut r, &web, &["true"], (false, true, true, true))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = r
+            .port_forward(pb::PortForwardRequest {
+                pod_sandbox_id: "nope-stream8".into(),
+                port: vec![],
             })
             .await
             .unwrap_err();
@@ -1714,6 +1786,164 @@ fn cri_container_events_and_pod_stats() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
         assert_eq!(list(None).await, vec![h.clone()]);
+        // Exec over SPDY v4: stdin echoed back by cat, EOF passed on, Success.
+        let url = exec_url(&mut r, &web, &["cat"], (true, true, false, false)).await.unwrap();
+        assert!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
+        let (mut s, proto) = Spdy::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+            .await
+            .unwrap();
+        assert_eq!(proto, "v4.channel.k8s.io");
+        let err = s.open(&[("streamtype", "error")]).await.unwrap();
+        let stdin = s.open(&[("streamtype", "stdin")]).await.unwrap();
+        let stdout = s.open(&[("streamtype", "stdout")]).await.unwrap();
+        s.write(stdin, b"ping-stream8\n").await.unwrap();
+        s.until(|s| s.got(stdout).contains("ping-stream8\n")).await.unwrap();
+        s.close(stdin).await.unwrap();
+        s.until(|s| s.ended(err)).await.unwrap();
+        assert!(s.ended(stdout));
+        assert_eq!(s.got(stdout), "ping-stream8\n");
+        assert_eq!(status_of(&s.got(err))["status"], "Success");
+        assert!(s.replied.contains(&stdin), "{:?}", s.replied);
+        s.to_end().await;
+        assert!(s.goaway);
+
+        // The token was used: a second request with it is refused, as is a made-up one.
+        let (code, _, _) = upgrade(&url, &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"), ("X-Stream-Protocol-Version", "v4.channel.k8s.io")])
+            .await
+            .unwrap();
+        assert_eq!(code, 404);
+        let bogus = url.rsplit_once('/').unwrap().0.to_string() + "/AAAAAAAAAAA";
+        assert_eq!(upgrade(&bogus, &[]).await.unwrap().0, 404);
+        // A protocol the server does not speak: 403 (and the token is spent).
+        let url = exec_url(&mut r, &web, &["true"], (false, true, false, false)).await.unwrap();
+        let (code, head, _) = upgrade(&url, &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"), ("X-Stream-Protocol-Version", "v9.channel.k8s.io")])
+            .await
+            .unwrap();
+        assert_eq!(code, 403, "{head}");
+
+        // A non-zero exit: stdout and stderr apart, the code in the Failure status.
+        let url = exec_url(&mut r, &web, &["sh", "-c", "echo out; echo err >&2; exit 3"], (false, true, true, false))
+            .await
+            .unwrap();
+        let (mut s, _) = Spdy::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+        let err = s.open(&[("streamtype", "error")]).await.unwrap();
+        let stdout = s.open(&[("streamtype", "stdout")]).await.unwrap();
+        let stderr = s.open(&[("streamtype", "stderr")]).await.unwrap();
+        s.until(|s| s.ended(err)).await.unwrap();
+        assert_eq!((s.got(stdout).as_str(), s.got(stderr).as_str()), ("out\n", "err\n"));
+        let st = status_of(&s.got(err));
+        assert_eq!(st["status"], "Failure", "{st}");
+        assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+        assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode", "{st}");
+        assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
+
+        // A terminal: the resize reaches the pty (stty size sees it).
+        let probe = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"33 111\" ] && echo \"size $s\" && exit 0; sleep 0.1; done; echo \"size $s\"; exit 1";
+        let url = exec_url(&mut r, &web, &["sh", "-c", probe], (false, true, false, true)).await.unwrap();
+        let (mut s, _) = Spdy::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+        let err = s.open(&[("streamtype", "error")]).await.unwrap();
+        let stdout = s.open(&[("streamtype", "stdout")]).await.unwrap();
+        let resize = s.open(&[("streamtype", "resize")]).await.unwrap();
+        s.write(resize, br#"{"Width":111,"Height":33}"#).await.unwrap();
+        s.until(|s| s.ended(err)).await.unwrap();
+        assert!(s.got(stdout).contains("size 33 111"), "{:?}", s.got(stdout));
+        assert_eq!(status_of(&s.got(err))["status"], "Success");
+
+        // WebSocket v5: stdin through channel 0, closed by the v5 close signal.
+        let url = exec_url(&mut r, &web, &["sh", "-c", "cat; echo done >&2; exit 2"], (true, true, true, false))
+            .await
+            .unwrap();
+        let mut ws = Ws::connect(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await.unwrap();
+        assert_eq!(ws.protocol, "v5.channel.k8s.io");
+        ws.send(0, b"over-ws\n").await.unwrap();
+        ws.send(255, &[0]).await.unwrap();
+        ws.to_end().await.unwrap();
+        assert!(ws.closed);
+        assert_eq!((ws.got(1).as_str(), ws.got(2).as_str()), ("over-ws\n", "done\n"));
+        let st = status_of(&ws.got(3));
+        assert_eq!(st["details"]["causes"][0]["message"], "2", "{st}");
+
+        // Exec round trip through the server (Exec RPC, upgrade, run `true`, status), measured.
+        let n = 10;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let url = exec_url(&mut r, &web, &["true"], (false, true, false, false)).await.unwrap();
+            let (mut s, _) = Spdy::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+            let err = s.open(&[("streamtype", "error")]).await.unwrap();
+            s.open(&[("streamtype", "stdout")]).await.unwrap();
+            s.until(|s| s.ended(err)).await.unwrap();
+        }
+        eprintln!("stream8: exec round trip over SPDY: {:.1} ms (mean of {n})", t0.elapsed().as_secs_f64() * 1000.0 / n as f64);
+
+        // Attach: input reaches the container's stdin, its output comes back (from its log),
+        // and with stdin_once the end of input ends the container; attach then ends, Success.
+        let url = r
+            .attach(pb::AttachRequest {
+                container_id: talk.clone(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        assert!(url.contains("/attach/"), "{url}");
+        let (mut s, _) = Spdy::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+        let err = s.open(&[("streamtype", "error")]).await.unwrap();
+        let stdin = s.open(&[("streamtype", "stdin")]).await.unwrap();
+        let stdout = s.open(&[("streamtype", "stdout")]).await.unwrap();
+        s.open(&[("streamtype", "stderr")]).await.unwrap();
+        s.write(stdin, b"one\n").await.unwrap();
+        s.until(|s| s.got(stdout).contains("got one\n")).await.unwrap();
+        s.write(stdin, b"two\n").await.unwrap();
+        s.until(|s| s.got(stdout).contains("got two\n")).await.unwrap();
+        s.close(stdin).await.unwrap();
+        s.until(|s| s.ended(err)).await.unwrap();
+        assert_eq!(s.got(stdout), "got one\ngot two\nbye\n");
+        assert_eq!(status_of(&s.got(err))["status"], "Success");
+        let st = exited(&mut r, &talk).await;
+        assert_eq!(st.exit_code, 0);
+        let e = r
+            .attach(pb::AttachRequest {
+                container_id: talk.clone(),
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+        // PortForward: an HTTP request to port 8080 inside the pod, twice on one connection.
+        let url = r
+            .port_forward(pb::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![8080],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let (mut s, proto) = Spdy::connect(&url, &["portforward.k8s.io"]).await.unwrap();
+        assert_eq!(proto, "portforward.k8s.io");
+        for (n, req) in ["1", "2"].iter().enumerate() {
+            let err = s.open(&[("streamtype", "error"), ("port", "8080"), ("requestid", req)]).await.unwrap();
+            let data = s.open(&[("streamtype", "data"), ("port", "8080"), ("requestid", req)]).await.unwrap();
+            s.write(data, b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+            s.until(|s| s.ended(data)).await.unwrap();
+            let got = s.got(data);
+            assert!(got.starts_with("HTTP/1.") && got.contains("hello-stream8"), "request {n}: {got:?}");
+            s.close(data).await.unwrap();
+            s.until(|s| s.ended(err)).await.unwrap();
+            assert_eq!(s.got(err), "");
+        }
+        // A port nobody listens on: the error stream says so.
+        let err = s.open(&[("streamtype", "error"), ("port", "8081"), ("requestid", "3")]).await.unwrap();
+        s.open(&[("streamtype", "data"), ("port", "8081"), ("requestid", "3")]).await.unwrap();
+        s.until(|s| s.ended(err)).await.unwrap();
+        assert!(s.got(err).contains("8081"), "{:?}", s.got(err));
+
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
             pod_sandbox_id: pod.clone(),
         })
@@ -1810,4 +2040,8 @@ impl Drop for CgroupParent {
             }
         }
     }
+}
+        // The stdin FIFO of the removed container is gone.
+        assert!(!w.state.join("cri/io").join(&talk).exists());
+    });
 }

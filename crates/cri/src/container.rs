@@ -212,10 +212,22 @@ impl Cri {
             .as_ref()
             .map(|s| s.value.clone())
             .unwrap_or_default();
-        let (shim, _) = self.create_task(&id, spec, &uri, &uri).await?;
+        let stdin = if c.config.stdin {
+            self.open_container_stdin(&id)?
+        } else {
+            String::new()
+        };
+        let (shim, _) = match self.create_task(&id, spec, &stdin, &uri, &uri).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.drop_container_stdin(&id);
+                return Err(e);
+            }
+        };
         let start_time = now_nanos();
         if let Err(e) = shim.start("").await {
             let _ = self.delete_task(&id).await;
+            self.drop_container_stdin(&id);
             c.meta.finished_at = now_nanos();
             c.meta.started_at = c.meta.finished_at;
             c.meta.exit_code = 128;
@@ -270,6 +282,7 @@ impl Cri {
         self.forget_lock(&id);
         self.emit(&id, &c.meta.sandbox_id, Event::ContainerDeletedEvent)
             .await;
+        self.drop_container_stdin(&id);
         Ok(())
     }
 
@@ -302,6 +315,7 @@ impl Cri {
             if let Err(e) = self.delete_task(id).await {
                 tracing::warn!(id, error = %e, "cri: delete exited container task");
             }
+            self.drop_container_stdin(id);
         }
         drop(held);
         if stopped {

@@ -2,12 +2,13 @@
 //! request's command; its stdout and stderr come back through FIFOs wharfd reads, up to a cap.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
 use tokio::io::AsyncReadExt;
-use wharf_runtime::api;
+use wharf_runtime::{api, Shim};
 
 use crate::task::TaskStatus;
 use crate::{Cri, Error, Result};
@@ -26,7 +27,8 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
-struct FifoDir(PathBuf);
+/// A directory of FIFOs, removed when dropped.
+pub(crate) struct FifoDir(pub PathBuf);
 
 impl Drop for FifoDir {
     fn drop(&mut self) {
@@ -34,7 +36,7 @@ impl Drop for FifoDir {
     }
 }
 
-fn mkfifo(p: &Path) -> Result<()> {
+pub(crate) fn mkfifo(p: &Path) -> Result<()> {
     nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| Error::Internal(format!("mkfifo {}: {e}", p.display())))
 }
@@ -55,26 +57,17 @@ async fn read_capped(mut r: tokio::net::unix::pipe::Receiver) -> Vec<u8> {
 }
 
 impl Cri {
-    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecOutput> {
-        if cmd.is_empty() {
-            return Err(Error::InvalidArgument(
-                "exec command must not be empty".into(),
-            ));
-        }
+    /// What an exec in a container needs: its full id, its shim (it must be running) and the
+    /// OCI process to run (the container's, with `cmd` and `tty`).
+    pub(crate) async fn exec_target(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<(String, Arc<Shim>, serde_json::Value)> {
         let c = self.container(id)?;
         let id = c.id().to_string();
-        match self.task_state(&id).await {
-            Some(t) if t.status == TaskStatus::Running => {}
-            _ => {
-                return Err(Error::FailedPrecondition(format!(
-                    "container {id} is not running"
-                )))
-            }
-        }
-        let shim = self
-            .shim(&id)
-            .await
-            .ok_or_else(|| Error::FailedPrecondition(format!("container {id} is not running")))?;
+        let shim = self.running_shim(&id).await?;
         let spec: serde_json::Value = c
             .record
             .spec
@@ -83,7 +76,27 @@ impl Cri {
             .ok_or_else(|| Error::Internal(format!("container {id} has no spec")))?;
         let mut process = spec["process"].clone();
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(tty);
+        Ok((id, shim, process))
+    }
+
+    /// The shim of a container whose task is running.
+    pub(crate) async fn running_shim(&self, id: &str) -> Result<Arc<Shim>> {
+        let not_running = || Error::FailedPrecondition(format!("container {id} is not running"));
+        match self.task_state(id).await {
+            Some(t) if t.status == TaskStatus::Running => {}
+            _ => return Err(not_running()),
+        }
+        self.shim(id).await.ok_or_else(not_running)
+    }
+
+    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecOutput> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument(
+                "exec command must not be empty".into(),
+            ));
+        }
+        let (id, shim, process) = self.exec_target(id, &cmd, false).await?;
         let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
         let dir = FifoDir(self.state.join("cri").join("exec").join(&exec_id));
         std::fs::create_dir_all(&dir.0)

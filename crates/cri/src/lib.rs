@@ -7,14 +7,15 @@
 //! (a pause task in a pinned network namespace joined through CNI) and their containers, each
 //! a container record in `k8s.io` labelled as containerd's CRI labels them, with CRI's own
 //! metadata in a record extension so a restarted wharfd still knows them; their container
-//! events (GetContainerEvents) and stats, pods' too. Streaming (Exec, Attach, PortForward) is
-//! not served yet: it answers Unimplemented.
+//! events (GetContainerEvents) and stats, pods' too. Exec, Attach and PortForward answer URLs on the streaming server ([`streaming`]) that wharfd starts with
+//! [`Cri::start_streaming`].
 //!
 //! It must not know wharfd's daemon: it gets the stores it works on, the shim manager and a
 //! [`Hooks`] for what the daemon does around image changes (events, garbage collection) and the
 //! task events it forwards, through [`Options`]. It does not know containerd's API messages
 //! either. One file per gRPC service (thin adapters); statuses are made in `error.rs` only.
 
+mod attach;
 mod auth;
 mod cgroup;
 mod cni;
@@ -24,23 +25,27 @@ mod container_events;
 mod error;
 mod events;
 mod exec;
+mod exec_stream;
 mod image_service;
 pub mod images;
 mod network;
 pub mod pause;
 mod pod_stats;
+mod port_forward;
 mod runtime_service;
 mod sandbox;
 mod spec;
 mod stats;
 mod status;
 mod store;
+mod stream_requests;
+pub mod streaming;
 mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use wharf_api::cri::image_service_server::ImageServiceServer;
@@ -127,6 +132,10 @@ pub struct Cri {
     background: std::sync::Once,
     /// GetContainerEvents' subscribers.
     container_events: container_events::Sender,
+    /// The streaming server, once started.
+    streaming: OnceLock<Arc<streaming::Server>>,
+    /// The stdin FIFOs (write ends) of containers whose config asks for stdin.
+    stdins: Mutex<HashMap<String, attach::Stdin>>,
 }
 
 impl Cri {
@@ -153,6 +162,8 @@ impl Cri {
             pod_cidr: Mutex::new(String::new()),
             background: std::sync::Once::new(),
             container_events: container_events::channel(),
+            streaming: OnceLock::new(),
+            stdins: Mutex::new(HashMap::new()),
         })
     }
 
@@ -172,6 +183,31 @@ impl Cri {
                 }
             });
         });
+    }
+
+    /// Starts the streaming server on `[cri] stream_server_address:stream_server_port`; its
+    /// address. Exec, Attach and PortForward answer Unavailable until it runs.
+    pub async fn start_streaming(self: &Arc<Self>) -> Result<std::net::SocketAddr> {
+        if let Some(s) = self.streaming.get() {
+            return Ok(s.addr());
+        }
+        let server = streaming::start(
+            self.clone(),
+            &self.config.stream_server_address,
+            &self.config.stream_server_port,
+        )
+        .await?;
+        let addr = server.addr();
+        let _ = self.streaming.set(server);
+        Ok(addr)
+    }
+
+    /// A URL on the streaming server for a validated request.
+    pub(crate) fn stream_url(&self, r: streaming::Request) -> Result<String> {
+        self.streaming
+            .get()
+            .ok_or_else(|| Error::Unavailable("the streaming server is not running".into()))?
+            .url(r)
     }
 
     /// The lock of one sandbox or container.

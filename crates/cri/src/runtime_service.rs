@@ -1,6 +1,6 @@
 //! `runtime.v1.RuntimeService`: a thin adapter over [`Cri`]'s sandbox, container, exec and
-//! stats operations. Streaming (Exec, Attach, PortForward), checkpoints and pod metrics answer
-//! `Unimplemented` ("not implemented yet in wharf: <RPC>…").
+//! stats operations; Exec, Attach and PortForward answer streaming server URLs. Checkpoints
+//! and pod metrics answer `Unimplemented` ("not implemented yet in wharf: <RPC>…").
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use wharf_api::cri as pb;
 use wharf_api::cri::runtime_service_server::RuntimeService as Api;
 
 use crate::error::not_implemented;
-use crate::{cni, Cri, Error, RUNTIME_NAME};
+use crate::{cni, Cri, RUNTIME_NAME};
 
 pub struct RuntimeService(pub Arc<Cri>);
 
@@ -24,13 +24,6 @@ type EventStream =
 
 fn ok<T>(r: crate::Result<T>) -> Result<Response<T>, Status> {
     r.map(Response::new).map_err(Status::from)
-}
-
-fn streaming(rpc: &str) -> Status {
-    Error::NotImplemented(format!(
-        "{rpc}: the CRI streaming server (exec, attach, port-forward) is not served yet"
-    ))
-    .into()
 }
 
 fn condition(kind: &str, ok: bool, reason: &str, message: String) -> pb::RuntimeCondition {
@@ -288,23 +281,27 @@ runtime_service! {
 
         async fn exec(
             &self,
-            _req: Request<pb::ExecRequest>,
+            req: Request<pb::ExecRequest>,
         ) -> Result<Response<pb::ExecResponse>, Status> {
-            Err(streaming("Exec"))
+            ok(self.0.exec_url(req.into_inner()).await.map(|url| pb::ExecResponse { url }))
         }
 
         async fn attach(
             &self,
-            _req: Request<pb::AttachRequest>,
+            req: Request<pb::AttachRequest>,
         ) -> Result<Response<pb::AttachResponse>, Status> {
-            Err(streaming("Attach"))
+            ok(self.0.attach_url(req.into_inner()).await.map(|url| pb::AttachResponse { url }))
         }
 
         async fn port_forward(
             &self,
-            _req: Request<pb::PortForwardRequest>,
+            req: Request<pb::PortForwardRequest>,
         ) -> Result<Response<pb::PortForwardResponse>, Status> {
-            Err(streaming("PortForward"))
+            ok(self
+                .0
+                .port_forward_url(req.into_inner())
+                .await
+                .map(|url| pb::PortForwardResponse { url }))
         }
 
         async fn container_stats(

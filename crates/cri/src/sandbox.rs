@@ -159,7 +159,7 @@ impl Cri {
         .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
         undo.snapshot = true;
 
-        let (shim, _) = self.create_task(id, spec, "", "").await?;
+        let (shim, _) = self.create_task(id, spec, "", "", "").await?;
         undo.task = true;
         shim.start("").await?;
         Ok(())

@@ -41,6 +41,7 @@ impl Cri {
         &self,
         id: &str,
         spec: Vec<u8>,
+        stdin: &str,
         stdout: &str,
         stderr: &str,
     ) -> Result<(Arc<Shim>, u32)> {
@@ -57,6 +58,7 @@ impl Cri {
             .collect();
         let request = api::CreateTaskRequest {
             rootfs,
+            stdin: stdin.to_string(),
             stdout: stdout.to_string(),
             stderr: stderr.to_string(),
             ..Default::default()

@@ -81,11 +81,11 @@ const KEYS: &[(&str, &str)] = &[
     ),
     (
         "cri.stream_server_address",
-        "Address of the streaming server (exec, attach, port-forward).",
+        "Address the CRI streaming server (exec, attach, port-forward URLs) listens on.",
     ),
     (
         "cri.stream_server_port",
-        "Port of the streaming server; \"0\" picks a free one.",
+        "Port of the streaming server; \"0\" picks a free one at each start.",
     ),
     (
         "cri.enable_selinux",

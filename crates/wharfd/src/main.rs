@@ -177,6 +177,11 @@ async fn serve(config: Config) -> Result<()> {
     restart::spawn(daemon.clone());
     // CRI's exit handling, after its records are reconciled with the restored tasks.
     daemon.cri.run_background();
+    // The CRI streaming server (exec, attach, port-forward). A bad address or a taken port
+    // leaves those three RPCs answering Unavailable, not the whole daemon down.
+    if let Err(e) = daemon.cri.start_streaming().await {
+        tracing::error!(error = %e, "cri: streaming server not started");
+    }
     let listener = socket::listen(&address, gid)?;
     tracing::info!(address = %address.display(), version = services::version::VERSION, "wharfd serving");
     // Start-up code (config, stores, restore) will not run again: give its pages back once the
