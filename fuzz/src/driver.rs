@@ -169,7 +169,7 @@ pub fn fuzz(
     let mut rng = Rng::new(seed);
     let mut report = Report::default();
     let start = Instant::now();
-    let mut save = |input: &[u8], why: String, report: &mut Report| -> std::io::Result<()> {
+    let save = |input: &[u8], why: String, report: &mut Report| -> std::io::Result<()> {
         std::fs::create_dir_all(crash_dir)?;
         let p = crash_dir.join(format!("{}-{}", target.name, report.crashes.len()));
         std::fs::write(&p, input)?;
