@@ -133,7 +133,7 @@ pub fn run(data: &[u8]) {
     let env = env();
     let root = &env.root;
     let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+    std::fs::create_dir_all(root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     let mode = if mode & 1 == 0 {
         ApplyMode::Native
     } else {
