@@ -42,6 +42,13 @@ mod stream_requests;
 pub mod streaming;
 mod task;
 
+/// Pure checks of client input, exported for the fuzz targets (`fuzz/`) only.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::container::log_path;
+    pub use crate::spec::linux_resources;
+}
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;

@@ -180,6 +180,14 @@ impl Reference {
         } else {
             path
         };
+        // The limit applies to the normalised name too (docker checks `docker.io/library/x`):
+        // a short name within it must not print as a name beyond it.
+        if domain.len() + 1 + path.len() > MAX_NAME_LEN {
+            return Err(invalid(
+                s,
+                &format!("repository name longer than {MAX_NAME_LEN} characters"),
+            ));
+        }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
@@ -259,6 +267,17 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    /// Found by the `reference` fuzz target: a name of 238..=255 characters passed the length
+    /// check but normalised beyond it, printing as a reference that no longer parsed.
+    #[test]
+    fn length_limit_applies_to_the_normalised_name() {
+        let short = "a".repeat(240);
+        assert!(Reference::parse(&short).is_err());
+        let fits = "a".repeat(255 - "docker.io/library/".len());
+        let r = Reference::parse(&fits).unwrap();
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+    }
 
     #[test]
     fn normalises_docker_hub_names() {

@@ -262,6 +262,83 @@ fn unknown_user_or_group_is_a_clear_error() {
     );
 }
 
+/// A hostile image's `/etc/passwd` lookup never reads a host file: symlinks (absolute, `..`
+/// chains, a symlinked `/etc` directory) resolve inside the rootfs, as in the container.
+#[test]
+fn passwd_lookup_stays_in_the_rootfs() {
+    let t = tempfile::tempdir().unwrap();
+    // The "host": a passwd outside the rootfs with a user only it has.
+    let host = t.path().join("host");
+    std::fs::create_dir_all(host.join("etc")).unwrap();
+    std::fs::write(host.join("etc/passwd"), "hostonly:x:4242:4242::/:/bin/sh\n").unwrap();
+    std::fs::write(host.join("etc/group"), "hostgroup:x:4343:\n").unwrap();
+    let host_etc = host.join("etc");
+    let rootfs = |name: &str| {
+        let r = t.path().join(name);
+        std::fs::create_dir_all(&r).unwrap();
+        r
+    };
+    let cases: Vec<PathBuf> = vec![
+        // /etc is an absolute symlink to the host's /etc.
+        {
+            let r = rootfs("abs-etc");
+            std::os::unix::fs::symlink(&host_etc, r.join("etc")).unwrap();
+            r
+        },
+        // /etc/passwd climbs out with `..`.
+        {
+            let r = rootfs("dotdot");
+            std::fs::create_dir(r.join("etc")).unwrap();
+            std::os::unix::fs::symlink("../../../host/etc/passwd", r.join("etc/passwd")).unwrap();
+            std::os::unix::fs::symlink("../../../host/etc/group", r.join("etc/group")).unwrap();
+            r
+        },
+        // /etc is a relative symlink climbing out.
+        {
+            let r = rootfs("rel-etc");
+            std::os::unix::fs::symlink("../host/etc", r.join("etc")).unwrap();
+            r
+        },
+        // /etc/passwd is an absolute symlink to the host's file.
+        {
+            let r = rootfs("abs-file");
+            std::fs::create_dir(r.join("etc")).unwrap();
+            std::os::unix::fs::symlink(host_etc.join("passwd"), r.join("etc/passwd")).unwrap();
+            r
+        },
+    ];
+    for r in &cases {
+        let err = resolve_user(Some(r), "hostonly").unwrap_err();
+        assert!(
+            err.to_string().contains("unable to find user hostonly"),
+            "{}: {err}",
+            r.display()
+        );
+        assert!(
+            resolve_group(Some(r), "hostgroup").is_err(),
+            "{}",
+            r.display()
+        );
+    }
+    // A symlink that stays inside the rootfs is followed there, as the container would.
+    let r = rootfs("inside");
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::create_dir_all(r.join("data")).unwrap();
+    std::fs::write(r.join("data/passwd"), "app:x:77:78::/:/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("/data/passwd", r.join("etc/passwd")).unwrap();
+    assert_eq!(resolve_user(Some(&r), "app").unwrap(), (77, 78, vec![]));
+    // A FIFO is refused instead of blocking the caller.
+    let r = rootfs("fifo");
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    nix::unistd::mkfifo(
+        &r.join("etc/passwd"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let err = resolve_user(Some(&r), "app").unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
 #[test]
 fn capabilities_add_drop_all_and_unknown() {
     let default: HashSet<Capability> = caps::to_set(&default_capabilities()).unwrap();

@@ -1,8 +1,10 @@
 //! Resolving a docker-style `user` string (`uid`, `uid:gid`, `name`, `name:group`) against the
 //! container's own `/etc/passwd` and `/etc/group`, the way runc's `user.GetExecUser` does.
 
+use std::io::Read;
 use std::path::Path;
 
+use crate::diff::safepath::Root;
 use crate::{Error, Result};
 
 /// One line of `/etc/passwd`.
@@ -21,23 +23,40 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
+/// The largest passwd/group file read: they are small, and a hostile image must not make the
+/// daemon read gigabytes.
+const MAX_DB_SIZE: u64 = 16 << 20;
+
 /// Reads a file under the rootfs; a missing file is an empty database (many minimal images have no
-/// `/etc/group`). Paths are read without following the rootfs out: `/etc/passwd` must not be a
-/// symlink to an absolute host path being resolved on the host.
+/// `/etc/group`). The path is resolved with `openat2(RESOLVE_IN_ROOT)`, as the container itself
+/// would resolve it: a symlink anywhere on the way (`/etc -> /host/etc`, `passwd -> ../../../x`)
+/// stays inside the rootfs and never reads a host file. Only regular files are read (a FIFO
+/// would block the caller forever).
 fn read_db(rootfs: &Path, rel: &str) -> Result<String> {
-    let path = rootfs.join(rel);
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(Error::InvalidArgument(format!(
-                "{} in the container is a symlink; refusing to follow it on the host",
-                rel
-            )))
+    let what = || format!("{} in {}", rel, rootfs.display());
+    let root = Root::open(rootfs)?;
+    let fd = match root.openat2(rel.as_bytes(), libc::O_RDONLY | libc::O_NONBLOCK) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+            return Ok(String::new())
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(Error::io_path("stat", &path, e)),
+        Err(e) => return Err(Error::io(format!("open {}", what()), e)),
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", what()), e))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a regular file",
+            what()
+        )));
     }
-    std::fs::read_to_string(&path).map_err(|e| Error::io_path("read", &path, e))
+    let mut data = String::new();
+    file.take(MAX_DB_SIZE)
+        .read_to_string(&mut data)
+        .map_err(|e| Error::io(format!("read {}", what()), e))?;
+    Ok(data)
 }
 
 fn parse_passwd(data: &str) -> Vec<PasswdEntry> {
