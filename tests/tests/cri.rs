@@ -1534,36 +1534,6 @@ async fn events_until(
 #[test]
 fn cri_container_events_and_pod_stats() {
     use pb::ContainerEventType as Ev;
-// The streaming server (issue 7 item 4): Exec, Attach and PortForward answer single-use URLs;
-// clients speak SPDY/3.1 (kubelet's v4 remote-command and port-forward protocols) or WebSocket
-// v5 to them.
-
-use wharf_tests::stream_client::{upgrade, Spdy, Ws};
-
-async fn exec_url(
-    r: &mut Runtime,
-    id: &str,
-    cmd: &[&str],
-    (stdin, stdout, stderr, tty): (bool, bool, bool, bool),
-) -> Result<String, tonic::Status> {
-    r.exec(pb::ExecRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout,
-        stderr,
-    })
-    .await
-    .map(|r| r.into_inner().url)
-}
-
-fn status_of(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("status {s:?}: {e}"))
-}
-
-#[test]
-fn cri_streaming_exec_attach_port_forward() {
     wharf_tests::require_root();
     let reg = Registry::start().unwrap();
     let img = images::busybox().unwrap();
@@ -1718,6 +1688,170 @@ fn cri_streaming_exec_attach_port_forward() {
         let e = r
             .pod_sandbox_stats(pb::PodSandboxStatsRequest {
                 pod_sandbox_id: "0123456789abcdef-unknown".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+        // Stop and remove: the container's events, then the pod's.
+        r.stop_container(pb::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        r.remove_container(pb::RemoveContainerRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap();
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        // A stopped pod has no stats.
+        let e = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert_eq!(list(None).await, vec![h.clone()]);
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+
+        let got = events_until(&mut events, (&pod, Ev::ContainerDeletedEvent)).await;
+        let seq: Vec<(String, i32)> = got
+            .iter()
+            .filter(|e| e.container_id == pod || e.container_id == c)
+            .map(|e| (e.container_id.clone(), e.container_event_type))
+            .collect();
+        let want = vec![
+            (pod.clone(), Ev::ContainerCreatedEvent as i32),
+            (pod.clone(), Ev::ContainerStartedEvent as i32),
+            (c.clone(), Ev::ContainerCreatedEvent as i32),
+            (c.clone(), Ev::ContainerStartedEvent as i32),
+            (c.clone(), Ev::ContainerStoppedEvent as i32),
+            (c.clone(), Ev::ContainerDeletedEvent as i32),
+            (pod.clone(), Ev::ContainerStoppedEvent as i32),
+            (pod.clone(), Ev::ContainerDeletedEvent as i32),
+        ];
+        assert_eq!(seq, want);
+        let mut last = 0;
+        for e in got
+            .iter()
+            .filter(|e| e.container_id == pod || e.container_id == c)
+        {
+            assert!(e.created_at >= last, "{got:?}");
+            last = e.created_at;
+            // Every event carries the pod's status, as kubelet's Evented PLEG needs.
+            let ps = e.pod_sandbox_status.as_ref().unwrap();
+            assert_eq!(ps.id, pod);
+            assert_eq!(ps.metadata.as_ref().unwrap().uid, "uid-ev");
+        }
+        let of = |id: &str, t: Ev| {
+            got.iter()
+                .find(|e| e.container_id == id && e.container_event_type == t as i32)
+                .unwrap()
+        };
+        let state_of_c = |e: &pb::ContainerEventResponse| {
+            e.containers_statuses
+                .iter()
+                .find(|s| s.id == c)
+                .map(|s| s.state)
+        };
+        use pb::ContainerState as S;
+        assert_eq!(
+            state_of_c(of(&c, Ev::ContainerCreatedEvent)),
+            Some(S::ContainerCreated as i32)
+        );
+        assert_eq!(
+            state_of_c(of(&c, Ev::ContainerStartedEvent)),
+            Some(S::ContainerRunning as i32)
+        );
+        assert_eq!(
+            state_of_c(of(&c, Ev::ContainerStoppedEvent)),
+            Some(S::ContainerExited as i32)
+        );
+        assert_eq!(state_of_c(of(&c, Ev::ContainerDeletedEvent)), None);
+        let ready = |e: &pb::ContainerEventResponse| e.pod_sandbox_status.as_ref().unwrap().state;
+        assert_eq!(
+            ready(of(&pod, Ev::ContainerStartedEvent)),
+            pb::PodSandboxState::SandboxReady as i32
+        );
+        assert_eq!(
+            ready(of(&pod, Ev::ContainerStoppedEvent)),
+            pb::PodSandboxState::SandboxNotready as i32
+        );
+        // The host pod's events are there too; a second subscriber got the same.
+        assert!(got
+            .iter()
+            .any(|e| e.container_id == h
+                && e.container_event_type == Ev::ContainerStartedEvent as i32));
+        let again = events_until(&mut second, (&pod, Ev::ContainerDeletedEvent)).await;
+        assert_eq!(again.len(), got.len());
+
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: h.clone(),
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Removes a test's cgroup parent from every hierarchy, also when the test fails.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+            for d in dirs.flatten() {
+                let _ = std::fs::remove_dir(d.path().join(&self.0));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The streaming server (issue 7 item 4): Exec, Attach and PortForward answer single-use URLs;
+// clients speak SPDY/3.1 (kubelet's v4 remote-command and port-forward protocols) or WebSocket
+// v5 to them.
+
+use wharf_tests::stream_client::{upgrade, Spdy, Ws};
+
+async fn exec_url(
+    r: &mut Runtime,
+    id: &str,
+    cmd: &[&str],
+    (stdin, stdout, stderr, tty): (bool, bool, bool, bool),
+) -> Result<String, tonic::Status> {
+    r.exec(pb::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout,
+        stderr,
+    })
+    .await
+    .map(|r| r.into_inner().url)
+}
+
+fn status_of(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("status {s:?}: {e}"))
+}
+
+#[test]
+fn cri_streaming_exec_attach_port_forward() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let img = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &img).unwrap();
     let env = pod_env();
     let w = &env.w;
     let image = format!("{}/busybox:latest", reg.host());
@@ -1760,32 +1894,6 @@ fn cri_streaming_exec_attach_port_forward() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
-        // Stop and remove: the container's events, then the pod's.
-        r.stop_container(pb::StopContainerRequest {
-            container_id: c.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
-        r.remove_container(pb::RemoveContainerRequest {
-            container_id: c.clone(),
-        })
-        .await
-        .unwrap();
-        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-        // A stopped pod has no stats.
-        let e = r
-            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-        assert_eq!(list(None).await, vec![h.clone()]);
         // Exec over SPDY v4: stdin echoed back by cat, EOF passed on, Success.
         let url = exec_url(&mut r, &web, &["cat"], (true, true, false, false)).await.unwrap();
         assert!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
@@ -1949,98 +2057,6 @@ fn cri_streaming_exec_attach_port_forward() {
         })
         .await
         .unwrap();
-
-        let got = events_until(&mut events, (&pod, Ev::ContainerDeletedEvent)).await;
-        let seq: Vec<(String, i32)> = got
-            .iter()
-            .filter(|e| e.container_id == pod || e.container_id == c)
-            .map(|e| (e.container_id.clone(), e.container_event_type))
-            .collect();
-        let want = vec![
-            (pod.clone(), Ev::ContainerCreatedEvent as i32),
-            (pod.clone(), Ev::ContainerStartedEvent as i32),
-            (c.clone(), Ev::ContainerCreatedEvent as i32),
-            (c.clone(), Ev::ContainerStartedEvent as i32),
-            (c.clone(), Ev::ContainerStoppedEvent as i32),
-            (c.clone(), Ev::ContainerDeletedEvent as i32),
-            (pod.clone(), Ev::ContainerStoppedEvent as i32),
-            (pod.clone(), Ev::ContainerDeletedEvent as i32),
-        ];
-        assert_eq!(seq, want);
-        let mut last = 0;
-        for e in got
-            .iter()
-            .filter(|e| e.container_id == pod || e.container_id == c)
-        {
-            assert!(e.created_at >= last, "{got:?}");
-            last = e.created_at;
-            // Every event carries the pod's status, as kubelet's Evented PLEG needs.
-            let ps = e.pod_sandbox_status.as_ref().unwrap();
-            assert_eq!(ps.id, pod);
-            assert_eq!(ps.metadata.as_ref().unwrap().uid, "uid-ev");
-        }
-        let of = |id: &str, t: Ev| {
-            got.iter()
-                .find(|e| e.container_id == id && e.container_event_type == t as i32)
-                .unwrap()
-        };
-        let state_of_c = |e: &pb::ContainerEventResponse| {
-            e.containers_statuses
-                .iter()
-                .find(|s| s.id == c)
-                .map(|s| s.state)
-        };
-        use pb::ContainerState as S;
-        assert_eq!(
-            state_of_c(of(&c, Ev::ContainerCreatedEvent)),
-            Some(S::ContainerCreated as i32)
-        );
-        assert_eq!(
-            state_of_c(of(&c, Ev::ContainerStartedEvent)),
-            Some(S::ContainerRunning as i32)
-        );
-        assert_eq!(
-            state_of_c(of(&c, Ev::ContainerStoppedEvent)),
-            Some(S::ContainerExited as i32)
-        );
-        assert_eq!(state_of_c(of(&c, Ev::ContainerDeletedEvent)), None);
-        let ready = |e: &pb::ContainerEventResponse| e.pod_sandbox_status.as_ref().unwrap().state;
-        assert_eq!(
-            ready(of(&pod, Ev::ContainerStartedEvent)),
-            pb::PodSandboxState::SandboxReady as i32
-        );
-        assert_eq!(
-            ready(of(&pod, Ev::ContainerStoppedEvent)),
-            pb::PodSandboxState::SandboxNotready as i32
-        );
-        // The host pod's events are there too; a second subscriber got the same.
-        assert!(got
-            .iter()
-            .any(|e| e.container_id == h
-                && e.container_event_type == Ev::ContainerStartedEvent as i32));
-        let again = events_until(&mut second, (&pod, Ev::ContainerDeletedEvent)).await;
-        assert_eq!(again.len(), got.len());
-
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: h.clone(),
-        })
-        .await
-        .unwrap();
-    });
-}
-
-/// Removes a test's cgroup parent from every hierarchy, also when the test fails.
-struct CgroupParent(String);
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
-            for d in dirs.flatten() {
-                let _ = std::fs::remove_dir(d.path().join(&self.0));
-            }
-        }
-    }
-}
         // The stdin FIFO of the removed container is gone.
         assert!(!w.state.join("cri/io").join(&talk).exists());
     });
