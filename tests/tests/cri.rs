@@ -1621,11 +1621,7 @@ fn cri_container_events_and_pod_stats() {
             .collect();
         assert_eq!(ids, vec![c.clone()]);
         // The pod's figures cover its container's.
-        let c_cpu = v(linux.containers[0]
-            .cpu
-            .clone()
-            .unwrap()
-            .usage_core_nano_seconds);
+        let c_cpu = v(linux.containers[0].cpu.unwrap().usage_core_nano_seconds);
         assert!(v(cpu.usage_core_nano_seconds) >= c_cpu, "{c_cpu}");
 
         // A host-network pod with no cgroup parent: its members' cgroups add up, no network.

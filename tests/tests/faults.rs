@@ -23,7 +23,7 @@ fn big_image(rng: &mut Rng) -> Image {
     let mut entries = vec![images::dir("data", 0o755)];
     for i in 0..160 {
         let data: Vec<u8> = (0..40 * 1024 / 8)
-            .flat_map(|_| rng.next().to_le_bytes())
+            .flat_map(|_| rng.next_u64().to_le_bytes())
             .collect();
         entries.push(file(&format!("data/f{i}"), 0o644, &data));
     }
