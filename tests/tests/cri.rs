@@ -220,7 +220,7 @@ fn cri_version_status_and_unimplemented() {
 
         // What is not served yet says so.
         let e = r
-            .pod_sandbox_stats(pb::PodSandboxStatsRequest::default())
+            .checkpoint_container(pb::CheckpointContainerRequest::default())
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);

@@ -14,6 +14,9 @@ const V3: &str = "containerd.task.v3.Task";
 
 /// Calls that must return promptly; Wait has no timeout.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Create mounts, makes cgroups and forks the container: under a burst of creates on a small
+/// machine it can take far longer than other calls (containerd sets no deadline on it at all).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub struct Shim {
     client: Client,
@@ -106,7 +109,7 @@ impl Shim {
     }
 
     pub async fn create(&self, req: &api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
-        self.call("Create", req, Some(CALL_TIMEOUT)).await
+        self.call("Create", req, Some(CREATE_TIMEOUT)).await
     }
 
     pub async fn start(&self, exec_id: &str) -> Result<api::StartResponse> {
