@@ -2,7 +2,7 @@
 //! permissions, client strings that could become paths, symlinks in a hostile image (user
 //! lookup, bind mount destinations, `wharf cp`), the runtime binary as seen from a container
 //! (runc CVE-2019-5736), and file descriptors or a working directory leaking into containers
-//! (CVE-2024-21626). docs/reliability-fuzz-security.md records each check and its result.
+//! (CVE-2024-21626). docs/reliability.md records each check and its result.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
