@@ -1,4 +1,4 @@
-//! Issue 8 (operations and hardening): soak. `WHARF_SOAK_COUNT` containers (default 200; the
+//! Issue 8 (operations and hardening): soak. `WHARF_SOAK_COUNT` containers (default 100; the
 //! full 1000 run's figures are in docs/reliability.md) are run and removed, 50 at a time
 //! concurrently, through the CLI; wharfd's open fds, RSS, the mounts, cgroups and state
 //! directories are measured after a warm-up batch and at the end, and may not grow beyond a
@@ -88,7 +88,7 @@ fn soak_run_and_remove_containers_50_at_a_time() {
     let count: usize = std::env::var("WHARF_SOAK_COUNT")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(100);
     let reg = Registry::start().unwrap();
     images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
     let r = format!("{}/busybox:latest", reg.host());
