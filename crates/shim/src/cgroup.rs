@@ -311,33 +311,37 @@ fn oom_kills(memory_events: &Path) -> u64 {
 /// libcontainer's migration of the new container, which comes a few milliseconds later, then
 /// shares the same grace period instead of starting its own.
 pub fn prewarm_attach() {
-    let _ = std::thread::Builder::new()
-        .name("cg-prewarm".into())
-        .stack_size(64 * 1024)
-        .spawn(|| {
-            let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
-                return;
-            };
-            // "ID:controllers:/path": the first hierarchy that is mounted where expected.
-            for line in own.lines() {
-                let mut f = line.splitn(3, ':');
-                let (_, ctrl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
-                let dir = if ctrl.is_empty() {
-                    if !unified() {
-                        continue;
-                    }
-                    Path::new(ROOT).to_path_buf()
-                } else {
-                    let name = ctrl.split(',').next().unwrap_or("");
-                    if name.starts_with("name=") {
-                        continue;
-                    }
-                    Path::new(ROOT).join(name)
-                };
-                let procs = dir.join(path.trim_start_matches('/')).join("cgroup.procs");
-                if std::fs::write(&procs, std::process::id().to_string()).is_ok() {
-                    return;
+    let _ = crate::threads::spawn_ready("cg-prewarm", 64 * 1024, || {
+        prewarm();
+        crate::threads::park_forever();
+    });
+}
+
+fn prewarm() {
+    {
+        let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+            return;
+        };
+        // "ID:controllers:/path": the first hierarchy that is mounted where expected.
+        for line in own.lines() {
+            let mut f = line.splitn(3, ':');
+            let (_, ctrl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            let dir = if ctrl.is_empty() {
+                if !unified() {
+                    continue;
                 }
+                Path::new(ROOT).to_path_buf()
+            } else {
+                let name = ctrl.split(',').next().unwrap_or("");
+                if name.starts_with("name=") {
+                    continue;
+                }
+                Path::new(ROOT).join(name)
+            };
+            let procs = dir.join(path.trim_start_matches('/')).join("cgroup.procs");
+            if std::fs::write(&procs, std::process::id().to_string()).is_ok() {
+                return;
             }
-        });
+        }
+    }
 }

@@ -203,13 +203,10 @@ pub fn stream(
     done: mpsc::Sender<()>,
 ) -> std::io::Result<OwnedFd> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-    std::thread::Builder::new()
-        .name(format!("log-{stream}"))
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let _done = done;
-            copy(File::from(r), &sink, stream);
-        })?;
+    crate::threads::spawn_ready(&format!("log-{stream}"), 64 * 1024, move || {
+        let _done = done;
+        copy(File::from(r), &sink, stream);
+    })?;
     Ok(w)
 }
 

@@ -18,6 +18,7 @@ mod process;
 mod reaper;
 mod service;
 mod stdio;
+mod threads;
 
 use std::process::ExitCode;
 
