@@ -120,12 +120,7 @@ impl Cri {
             terminal: false,
             stdout: out_path.display().to_string(),
             stderr: err_path.display().to_string(),
-            spec: MessageField::some(Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-                value: serde_json::to_vec(&process)
-                    .map_err(|e| Error::Internal(format!("process: {e}")))?,
-                ..Default::default()
-            }),
+            spec: process_spec(&process)?,
             ..Default::default()
         };
         let run = async {
@@ -178,4 +173,13 @@ impl Cri {
             exit_code: w.exit_status as i32,
         })
     }
+}
+
+/// An OCI Process as the shim's ExecProcessRequest carries it.
+pub(crate) fn process_spec<T: serde::Serialize>(process: &T) -> Result<MessageField<Any>> {
+    Ok(MessageField::some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: serde_json::to_vec(process).map_err(|e| Error::Internal(format!("process: {e}")))?,
+        ..Default::default()
+    }))
 }

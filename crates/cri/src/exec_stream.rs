@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::MessageField;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use wharf_api::cri as pb;
 use wharf_runtime::{api, Shim};
 
-use crate::exec::{mkfifo, FifoDir};
+use crate::exec::{mkfifo, process_spec, FifoDir};
 use crate::streaming::{Io, Outcome, TermSize};
 use crate::{Cri, Error, Result};
 
@@ -127,12 +125,7 @@ impl Cri {
             stdin: stdin_path,
             stdout: stdout_path,
             stderr: stderr_path,
-            spec: MessageField::some(Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-                value: serde_json::to_vec(&process)
-                    .map_err(|e| Error::Internal(format!("process: {e}")))?,
-                ..Default::default()
-            }),
+            spec: process_spec(&process)?,
             ..Default::default()
         };
         let started = async {
