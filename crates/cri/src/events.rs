@@ -61,7 +61,7 @@ impl Cri {
     /// Containers and sandboxes whose task ended while nobody listened get their exit recorded.
     pub(crate) async fn reconcile(&self) {
         if let Ok(containers) = self.containers() {
-            for c in containers {
+            for c in containers.iter() {
                 if c.meta.started_at == 0 || c.meta.finished_at != 0 {
                     continue;
                 }
@@ -72,7 +72,7 @@ impl Cri {
             }
         }
         if let Ok(sandboxes) = self.sandboxes() {
-            for s in sandboxes {
+            for s in sandboxes.iter() {
                 if let Some(t) = self.task_state(s.id()).await {
                     if t.status == TaskStatus::Stopped {
                         self.finish_sandbox(s.id()).await;

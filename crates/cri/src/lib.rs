@@ -126,6 +126,8 @@ pub struct Cri {
     state: PathBuf,
     /// Serialises name reservation + record creation (sandbox and container names are unique).
     names: tokio::sync::Mutex<()>,
+    /// Sandbox and container records as last decoded.
+    records_cache: store::RecordsCache,
     /// One lock per sandbox or container for state transitions (exit handling, stop, remove).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Containers the kernel OOM-killed (until their exit is recorded).
@@ -162,6 +164,7 @@ impl Cri {
             root: o.root,
             state: o.state,
             names: tokio::sync::Mutex::new(()),
+            records_cache: Default::default(),
             locks: Mutex::new(HashMap::new()),
             oom: Mutex::new(Default::default()),
             exits_seen: Mutex::new(Default::default()),

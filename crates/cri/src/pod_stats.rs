@@ -75,7 +75,7 @@ impl Cri {
     ) -> Result<Vec<pb::PodSandboxStats>> {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
-        for s in self.sandboxes()? {
+        for s in self.sandboxes()?.iter() {
             if !f.id.is_empty() && !s.id().starts_with(&f.id) {
                 continue;
             }
@@ -121,7 +121,7 @@ impl Cri {
             },
         };
         let mut containers = Vec::new();
-        for c in self.containers()? {
+        for c in self.containers()?.iter() {
             if c.meta.sandbox_id != id || self.shim(c.id()).await.is_none() {
                 continue;
             }

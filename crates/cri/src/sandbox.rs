@@ -191,7 +191,7 @@ impl Cri {
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         let mut s = self.sandbox(id)?;
         let id = s.id().to_string();
-        for c in self.containers()? {
+        for c in self.containers()?.iter() {
             if c.meta.sandbox_id == id {
                 self.stop_container(c.id(), 0).await?;
             }
@@ -224,7 +224,7 @@ impl Cri {
         };
         let id = s.id().to_string();
         self.stop_pod_sandbox(&id).await?;
-        for c in self.containers()? {
+        for c in self.containers()?.iter() {
             if c.meta.sandbox_id == id {
                 self.remove_container(c.id()).await?;
             }
@@ -323,7 +323,7 @@ impl Cri {
     ) -> Result<Vec<pb::PodSandbox>> {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
-        for s in self.sandboxes()? {
+        for s in self.sandboxes()?.iter() {
             if !f.id.is_empty() && !s.id().starts_with(&f.id) {
                 continue;
             }

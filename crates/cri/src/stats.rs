@@ -125,7 +125,7 @@ impl Cri {
     ) -> Result<Vec<pb::ContainerStats>> {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
-        for c in self.containers()? {
+        for c in self.containers()?.iter() {
             if !f.id.is_empty() && !c.id().starts_with(&f.id) {
                 continue;
             }

@@ -3,7 +3,7 @@
 
 use wharf_api::cri as pb;
 
-use crate::store::{self, CriContainer};
+use crate::store::{self, ContainerMeta, CriContainer};
 use crate::task::TaskStatus;
 use crate::{now_nanos, Cri, Result};
 
@@ -51,17 +51,22 @@ fn cgroup_oom(c: &CriContainer) -> bool {
         .is_some_and(|p| crate::spec::cgroup_oom_killed(&p))
 }
 
+/// The exit a record holds.
+fn recorded(m: &ContainerMeta) -> Observed {
+    Observed {
+        state: pb::ContainerState::ContainerExited,
+        exit_code: m.exit_code,
+        reason: m.reason.clone(),
+        finished_at: m.finished_at,
+    }
+}
+
 impl Cri {
     /// The container's state as CRI reports it.
     pub(crate) async fn observe(&self, c: &CriContainer) -> Observed {
         let m = &c.meta;
         if m.finished_at != 0 {
-            return Observed {
-                state: pb::ContainerState::ContainerExited,
-                exit_code: m.exit_code,
-                reason: m.reason.clone(),
-                finished_at: m.finished_at,
-            };
+            return recorded(m);
         }
         let running = |state| Observed {
             state,
@@ -88,12 +93,21 @@ impl Cri {
                     }
                 }
             },
-            None if m.started_at != 0 => Observed {
-                state: pb::ContainerState::ContainerExited,
-                exit_code: 255,
-                reason: "Unknown".into(),
-                finished_at: m.started_at,
-            },
+            None if m.started_at != 0 => {
+                // The exit handler records the exit, then deletes the task: a task gone since
+                // `c` was read has its exit in the record now.
+                if let Ok(now) = self.container(c.id()) {
+                    if now.meta.finished_at != 0 {
+                        return recorded(&now.meta);
+                    }
+                }
+                Observed {
+                    state: pb::ContainerState::ContainerExited,
+                    exit_code: 255,
+                    reason: "Unknown".into(),
+                    finished_at: m.started_at,
+                }
+            }
             None => running(pb::ContainerState::ContainerCreated),
         }
     }
@@ -150,9 +164,9 @@ impl Cri {
         filter: Option<pb::ContainerFilter>,
     ) -> Result<Vec<pb::Container>> {
         let f = filter.unwrap_or_default();
-        let selected: Vec<CriContainer> = self
-            .containers()?
-            .into_iter()
+        let all = self.containers()?;
+        let selected: Vec<&CriContainer> = all
+            .iter()
             .filter(|c| f.id.is_empty() || c.id().starts_with(&f.id))
             .filter(|c| {
                 f.pod_sandbox_id.is_empty() || c.meta.sandbox_id.starts_with(&f.pod_sandbox_id)
@@ -160,7 +174,7 @@ impl Cri {
             .filter(|c| store::selects(&f.label_selector, &c.config.labels))
             .collect();
         let mut out = Vec::with_capacity(selected.len());
-        for c in &selected {
+        for c in selected {
             let state = self.listed_state(c).await;
             if f.state.as_ref().is_none_or(|w| w.state == state as i32) {
                 out.push(self.container_pb(c, state));
@@ -184,7 +198,7 @@ impl Cri {
         sandbox_id: &str,
     ) -> Result<Vec<pb::ContainerStatus>> {
         let mut out = Vec::new();
-        for c in self.containers()? {
+        for c in self.containers()?.iter() {
             if c.meta.sandbox_id == sandbox_id {
                 out.extend(self.status_of(&c, false).await.status);
             }

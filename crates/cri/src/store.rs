@@ -3,6 +3,7 @@
 //! timestamps, exit) as JSON in one record extension, so a restarted wharfd knows them all.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -10,7 +11,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use wharf_api::cri as pb;
 use wharf_core::filters::Filter;
-use wharf_core::metadata::{Container, Payload};
+use wharf_core::metadata::{Container, Db, Payload};
 
 use crate::{Cri, Error, Result, NAMESPACE};
 
@@ -251,6 +252,47 @@ fn quote(v: &str) -> String {
     s
 }
 
+/// Decoded records of one kind and the generation of the containers table they were read at:
+/// decoding (JSON, base64, protobuf) costs far more than listing, and records change rarely.
+pub(crate) struct Cached<T> {
+    slot: Mutex<Option<(u64, Arc<Vec<T>>)>>,
+}
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Cached {
+            slot: Mutex::new(None),
+        }
+    }
+}
+
+impl<T> Cached<T> {
+    fn get(&self, db: &Db, load: impl FnOnce() -> Result<Vec<T>>) -> Result<Arc<Vec<T>>> {
+        // The generation is read before the records: a change committed meanwhile makes the
+        // next call read again.
+        let generation = db.containers_generation();
+        if let Ok(slot) = self.slot.lock() {
+            if let Some((g, v)) = slot.as_ref() {
+                if *g == generation {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        let v = Arc::new(load()?);
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some((generation, v.clone()));
+        }
+        Ok(v)
+    }
+}
+
+/// The decoded sandboxes and containers.
+#[derive(Default)]
+pub(crate) struct RecordsCache {
+    sandboxes: Cached<Sandbox>,
+    containers: Cached<CriContainer>,
+}
+
 fn kind_filter(kind: &str, extra: Option<(&str, &str)>) -> Result<Filter> {
     let mut f = format!("labels.\"{LABEL_KIND}\"=={kind}");
     if let Some((k, v)) = extra {
@@ -266,26 +308,32 @@ impl Cri {
             .container_list(NAMESPACE, &kind_filter(kind, extra)?)?)
     }
 
-    pub(crate) fn sandboxes(&self) -> Result<Vec<Sandbox>> {
-        let mut out = Vec::new();
-        for r in self.records(KIND_SANDBOX, None)? {
-            match sandbox_of(r) {
-                Ok(s) => out.push(s),
-                Err(e) => tracing::warn!(error = %e, "cri: skipping a sandbox record"),
+    /// Every sandbox, decoded once per change of the records (kubelet lists every second).
+    pub(crate) fn sandboxes(&self) -> Result<Arc<Vec<Sandbox>>> {
+        self.records_cache.sandboxes.get(&self.db, || {
+            let mut out = Vec::new();
+            for r in self.records(KIND_SANDBOX, None)? {
+                match sandbox_of(r) {
+                    Ok(s) => out.push(s),
+                    Err(e) => tracing::warn!(error = %e, "cri: skipping a sandbox record"),
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
-    pub(crate) fn containers(&self) -> Result<Vec<CriContainer>> {
-        let mut out = Vec::new();
-        for r in self.records(KIND_CONTAINER, None)? {
-            match container_of(r) {
-                Ok(c) => out.push(c),
-                Err(e) => tracing::warn!(error = %e, "cri: skipping a container record"),
+    /// Every container, decoded once per change of the records.
+    pub(crate) fn containers(&self) -> Result<Arc<Vec<CriContainer>>> {
+        self.records_cache.containers.get(&self.db, || {
+            let mut out = Vec::new();
+            for r in self.records(KIND_CONTAINER, None)? {
+                match container_of(r) {
+                    Ok(c) => out.push(c),
+                    Err(e) => tracing::warn!(error = %e, "cri: skipping a container record"),
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The id a full id or a unique prefix names among records of `kind`.
@@ -379,4 +427,49 @@ fn container_of(record: Container) -> Result<CriContainer> {
 /// Does `labels` have every `selector` pair?
 pub fn selects(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_records_are_decoded_again_only_after_a_change() {
+        let t = tempfile::tempdir().unwrap();
+        let content = wharf_core::content::Store::open(t.path().join("content")).unwrap();
+        let db = Db::open(&t.path().join("meta.db"), content).unwrap();
+        let cache: Cached<u32> = Default::default();
+        let loads = std::cell::Cell::new(0);
+        let load = || {
+            loads.set(loads.get() + 1);
+            Ok(vec![loads.get()])
+        };
+        assert_eq!(*cache.get(&db, load).unwrap(), vec![1]);
+        assert_eq!(*cache.get(&db, load).unwrap(), vec![1]);
+        let now = SystemTime::now();
+        let c = Container {
+            id: "c".into(),
+            labels: Default::default(),
+            image: String::new(),
+            runtime_name: RUNTIME.into(),
+            runtime_options: None,
+            spec: Some(Payload::default()),
+            snapshotter: String::new(),
+            snapshot_key: String::new(),
+            extensions: Default::default(),
+            sandbox: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        db.container_create(NAMESPACE, c).unwrap();
+        assert_eq!(*cache.get(&db, load).unwrap(), vec![2]);
+        assert_eq!(*cache.get(&db, load).unwrap(), vec![2]);
+        // A failed load is returned and not kept.
+        db.container_delete(NAMESPACE, "c").unwrap();
+        assert!(cache
+            .get(&db, || Err(Error::Internal("boom".into())))
+            .is_err());
+        assert_eq!(*cache.get(&db, load).unwrap(), vec![3]);
+        assert_eq!(loads.get(), 3);
+    }
 }

@@ -131,6 +131,7 @@ impl Db {
             t.insert((ns, c.id.as_str()), encode(&c)?.as_slice())?;
         }
         tx.commit()?;
+        self.containers_changed();
         Ok(c)
     }
 
@@ -208,6 +209,7 @@ impl Db {
             cur
         };
         tx.commit()?;
+        self.containers_changed();
         Ok(updated)
     }
 
@@ -220,6 +222,7 @@ impl Db {
             }
         }
         tx.commit()?;
+        self.containers_changed();
         Ok(())
     }
 }

@@ -54,6 +54,9 @@ struct Inner {
     /// Held shared by content commits and exclusively by GC's sweep of blobs on disk, so a blob
     /// committed concurrently with a GC is never deleted between its rename and its record.
     gc_lock: RwLock<()>,
+    /// Bumped after every committed change to container records, so that readers can cache
+    /// what they decoded from them (CRI lists from memory, as containerd's CRI does).
+    containers_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Db {
@@ -79,6 +82,7 @@ impl Db {
                 db,
                 content,
                 gc_lock: RwLock::new(()),
+                containers_generation: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -91,6 +95,20 @@ impl Db {
     /// The underlying database, for the records of other services (containers, snapshots).
     pub fn database(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// Changes whenever a container record was created, updated or deleted. Read it before
+    /// listing: a list read after seeing generation `g` holds every change up to `g`.
+    pub fn containers_generation(&self) -> u64 {
+        self.inner
+            .containers_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn containers_changed(&self) {
+        self.inner
+            .containers_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub(crate) fn read(&self) -> Result<redb::ReadTransaction> {

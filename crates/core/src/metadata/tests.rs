@@ -284,3 +284,43 @@ fn lease_resources() {
         .unwrap_err()
         .is_already_exists());
 }
+
+#[test]
+fn container_changes_bump_the_generation_failed_ones_do_not() {
+    let (_t, db) = db();
+    let c = Container {
+        id: "c1".into(),
+        labels: Labels::new(),
+        image: String::new(),
+        runtime_name: "io.containerd.wharf.v2".into(),
+        runtime_options: None,
+        spec: Some(Payload::default()),
+        snapshotter: String::new(),
+        snapshot_key: String::new(),
+        extensions: Default::default(),
+        sandbox: String::new(),
+        created_at: SystemTime::now(),
+        updated_at: SystemTime::now(),
+    };
+    let g0 = db.containers_generation();
+    db.container_create("ns", c.clone()).unwrap();
+    let g1 = db.containers_generation();
+    assert_ne!(g0, g1);
+    assert!(db.container_create("ns", c.clone()).is_err());
+    assert!(db.container_delete("ns", "nope").is_err());
+    assert_eq!(
+        db.containers_generation(),
+        g1,
+        "failed changes change nothing"
+    );
+    let mut u = c.clone();
+    u.image = "busybox".into();
+    db.container_update("ns", &u, &["image".into()]).unwrap();
+    let g2 = db.containers_generation();
+    assert_ne!(g1, g2);
+    // Other records leave container readers' caches valid.
+    db.namespace_create("other", Labels::new()).unwrap();
+    assert_eq!(db.containers_generation(), g2);
+    db.container_delete("ns", "c1").unwrap();
+    assert_ne!(db.containers_generation(), g2);
+}
