@@ -82,7 +82,7 @@ impl Cri {
             if !store::selects(&f.label_selector, &s.config.labels) {
                 continue;
             }
-            match self.sandbox_stats_of(&s).await {
+            match self.sandbox_stats_of(s).await {
                 Ok(st) => out.push(st),
                 // Not ready, or gone meanwhile: no stats, as containerd skips them.
                 Err(e) if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::NotFound) => {
@@ -131,7 +131,7 @@ impl Cri {
                     usage += cgroups.usage(&p).unwrap_or_default();
                 }
             }
-            containers.push(self.stats_of(&c).await?);
+            containers.push(self.stats_of(c).await?);
         }
         let ts = now_nanos();
         let network = if s.host_network() || pid == 0 {

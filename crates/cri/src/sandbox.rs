@@ -330,7 +330,7 @@ impl Cri {
             if !store::selects(&f.label_selector, &s.config.labels) {
                 continue;
             }
-            let (state, _) = self.sandbox_state(&s).await;
+            let (state, _) = self.sandbox_state(s).await;
             if f.state.as_ref().is_some_and(|w| w.state != state as i32) {
                 continue;
             }

@@ -138,7 +138,7 @@ impl Cri {
             if self.shim(c.id()).await.is_none() {
                 continue;
             }
-            out.push(self.stats_of(&c).await?);
+            out.push(self.stats_of(c).await?);
         }
         Ok(out)
     }

@@ -200,7 +200,7 @@ impl Cri {
         let mut out = Vec::new();
         for c in self.containers()?.iter() {
             if c.meta.sandbox_id == sandbox_id {
-                out.extend(self.status_of(&c, false).await.status);
+                out.extend(self.status_of(c, false).await.status);
             }
         }
         Ok(out)
