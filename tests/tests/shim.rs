@@ -413,7 +413,35 @@ fn killed_shim_and_five_tasks_across_a_crash() {
     w.ctr(&["-n", "test", "tasks", "rm", "c2"]);
     assert!(task(&w, "c2").is_none());
 
-    for id in ["c3", "c4", "c5"] {
+    // wharfd killed between the shim's Delete and its Shutdown (as Tasks/Delete does them):
+    // the restarted wharfd finishes the delete instead of keeping a shim without a task, which
+    // `ctr tasks ls` would list forever and `wharf rm -f` would never end.
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "c5"]);
+    wait_status(&w, "c5", "STOPPED");
+    w.kill();
+    let bundle = w.state.join("io.containerd.runtime.v2.task/test/c5");
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let shim = wharf_runtime::Shim::connect(address.trim(), "test", "c5", bundle.clone())
+                .await
+                .unwrap();
+            // Logs while wharfd, the log's reader, is down must not break the shim's handlers.
+            shim.delete("").await.unwrap();
+        });
+    assert_eq!(shim_pids("c5").len(), 1, "the shim waits for its Shutdown");
+    w.spawn().unwrap();
+    assert!(task(&w, "c5").is_none(), "a task without a process listed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shim_pids("c5").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(shim_pids("c5").is_empty(), "the shim was left running");
+    assert!(!bundle.exists(), "bundle left");
+    for id in ["c3", "c4"] {
         w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", id]);
         wait_status(&w, id, "STOPPED");
         w.ctr(&["-n", "test", "tasks", "rm", id]);

@@ -427,6 +427,23 @@ impl Manager {
                         .ok()
                 };
                 match connected {
+                    // A shim without a task: wharfd died between the shim's Delete and its
+                    // Shutdown (or between starting it and Create). Nothing can use it: finish
+                    // the delete, or the task would be listed without a container and the shim
+                    // left running forever.
+                    Some(shim) if matches!(shim.state("").await, Err(Error::NotFound(_))) => {
+                        tracing::info!(namespace = %ns_name, id = %id, "shim has no task: shutting it down");
+                        shim.closing
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        if let Err(e) = shim.shutdown().await {
+                            tracing::warn!(id, error = %e, "shim shutdown");
+                        }
+                        Bundle {
+                            path: bundle.clone(),
+                            work: self.root.join(&ns_name).join(&id),
+                        }
+                        .remove();
+                    }
                     Some(shim) => {
                         tracing::info!(namespace = %ns_name, id = %id, "reconnected to shim");
                         self.watch_log(&bundle, &ns_name, &id);

@@ -111,7 +111,7 @@ fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
         return Err("cannot open a log descriptor".into());
     };
     tracing_subscriber::fmt()
-        .with_writer(std::sync::Arc::new(writer))
+        .with_writer(std::sync::Arc::new(LogWriter(writer)))
         .with_ansi(false)
         .without_time()
         .with_max_level(if args.debug {
@@ -162,4 +162,20 @@ fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
         svc.flush_events().await;
         Ok::<(), String>(())
     })
+}
+
+/// The shim's log. While wharfd (the FIFO's reader) is down, writes fail with EPIPE: the line is
+/// dropped. Reporting the failure would make tracing print to stderr, the same FIFO, and panic
+/// in whatever handler logged (a Delete while wharfd was down was never answered).
+struct LogWriter(std::fs::File);
+
+impl std::io::Write for &LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = (&self.0).write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
