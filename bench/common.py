@@ -5,8 +5,15 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+
+
+def build_release(repo):
+    """One build command for every script: building different package sets in turn would
+    rebuild shared crates each time (features unify differently), minutes per script."""
+    subprocess.run(["cargo", "build", "--release", "--workspace"], cwd=repo, check=True)
 
 
 def emit(figure, wharf, containerd=None, note=""):
@@ -21,7 +28,7 @@ def emit(figure, wharf, containerd=None, note=""):
         return list(x) if isinstance(x, (list, tuple)) else [x]
     with open(path, "a") as f:
         f.write(json.dumps({"figure": figure, "wharf": samples(wharf), "containerd": samples(containerd),
-                            "note": note}) + "\n")
+                            "note": note, "script": os.path.basename(sys.argv[0])}) + "\n")
 
 
 def sha(b):

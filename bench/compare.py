@@ -5,6 +5,8 @@ bench/results/<timestamp>/ and bench/RESULTS.md.
 
 Run as root from the repository: `bash bench/compare.sh` (installs what it needs first).
 QUICK=1 takes fewer samples (a smoke run, not for the record).
+`bash bench/compare.sh --into bench/results/<stamp> dist_pull.py` runs only the named scripts,
+adding their figures to an earlier run's (to redo one that failed), and prints the whole table.
 """
 import datetime
 import json
@@ -16,6 +18,12 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+from common import build_release  # noqa: E402
+
+
+NOTES_MARKER = "<!-- notes: kept by compare.py -->"
+SCRIPTS = ["foundation.py", "pull.py", "dist_pull.py", "run.py", "cri.py"]
 
 
 def wait_quiet(max_wait=300, threshold=0.5):
@@ -39,15 +47,32 @@ def fmt(xs):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = os.path.join(BENCH, "results", stamp)
+    args = sys.argv[1:]
+    out = None
+    if args[:1] == ["--into"] and len(args) >= 2:
+        out, args = os.path.abspath(args[1]), args[2:]
+    unknown = [a for a in args if a not in SCRIPTS]
+    if unknown:
+        sys.exit(f"unknown bench scripts {unknown}; known: {SCRIPTS}")
+    scripts = args or SCRIPTS
+    if out is None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out = os.path.join(BENCH, "results", stamp)
+    stamp = os.path.basename(out)
     os.makedirs(out, exist_ok=True)
     data = os.path.join(out, "figures.jsonl")
+    # Built once before measuring (each script's own build is then a no-op).
+    build_release(REPO)
     quiet = wait_quiet(int(os.environ.get("QUIET_WAIT", "300")))
     env = dict(os.environ, BENCH_JSON=data)
     if os.environ.get("QUICK"):
         env.update(RUNS="3", N_SEQ="10", N_CONC="5", INGEST_MIB="128")
-    for script in ["foundation.py", "pull.py", "dist_pull.py", "run.py", "cri.py"]:
+    for script in scripts:
+        if len(scripts) < len(SCRIPTS) and os.path.exists(data):
+            # Redone: the earlier figures of this script go.
+            kept = [l for l in open(data) if json.loads(l).get("script") != script]
+            with open(data, "w") as f:
+                f.writelines(kept)
         with open(os.path.join(out, script.replace(".py", ".log")), "w") as log:
             print(f"== {script}", flush=True)
             r = subprocess.run([sys.executable, os.path.join(BENCH, script)], env=env, cwd=REPO,
@@ -57,6 +82,8 @@ def main():
             if r.returncode != 0:
                 print(f"{script} failed (exit {r.returncode}); its figures are missing")
     rows = [json.loads(l) for l in open(data)] if os.path.exists(data) else []
+    order = {name: i for i, name in enumerate(SCRIPTS)}
+    rows.sort(key=lambda r: order.get(r.get("script"), len(SCRIPTS)))
     kernel = os.uname().release
     lines = [f"Measured {stamp} UTC on {os.cpu_count()} cores, kernel {kernel}"
              f"{'' if quiet else ' (the machine never became quiet: figures are noisy)'}; "
@@ -72,9 +99,16 @@ def main():
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table + "\n")
     if not os.environ.get("QUICK"):
-        with open(os.path.join(BENCH, "RESULTS.md"), "w") as f:
+        # Hand-written notes below the marker are kept.
+        results = os.path.join(BENCH, "RESULTS.md")
+        notes = ""
+        if os.path.exists(results):
+            old = open(results).read()
+            if NOTES_MARKER in old:
+                notes = "\n" + old[old.index(NOTES_MARKER):]
+        with open(results, "w") as f:
             f.write("# Benchmark results\n\nWritten by `bash bench/compare.sh` (raw logs in "
-                    f"`bench/results/{stamp}/`).\n\n{table}\n")
+                    f"`bench/results/{stamp}/`).\n\n{table}\n{notes}")
 
 
 if __name__ == "__main__":

@@ -156,8 +156,9 @@ def main():
         sys.exit("run as root")
     if not os.environ.get("NO_BUILD"):
         release = ["--release"] if PROFILE == "release" else []
-        subprocess.run(["cargo", "build", *release, "-p", "wharfd", "-p", "wharf-shim", "-p", "wharf-cri-bench"],
-                       cwd=REPO, check=True)
+        # The whole workspace, as the other bench scripts build it (a different package set
+        # would rebuild shared crates).
+        subprocess.run(["cargo", "build", *release, "--workspace"], cwd=REPO, check=True)
     base = tempfile.mkdtemp(prefix="wharf-cri-", dir="/var/tmp")
     res = {}
     try:

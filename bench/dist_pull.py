@@ -23,7 +23,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull as b  # noqa: E402  (image, registry, loop filesystem and daemon helpers)
-from common import emit, start_registry  # noqa: E402
+from common import build_release, emit, start_registry  # noqa: E402
 
 
 def small_layers(n=20, size=1 << 20):
@@ -97,7 +97,7 @@ def timed_pull(kind, exe, base, ref):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    subprocess.run(["cargo", "build", "--release", "-p", "wharfd", "-p", "wharf"], cwd=b.REPO, check=True)
+    build_release(b.REPO)
     exe = os.path.join(b.REPO, "target/release/wharf")
     kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
     base = tempfile.mkdtemp(prefix="wharf-dist-pull-", dir="/var/tmp")
@@ -105,7 +105,7 @@ def main():
     res = {}
     try:
         raw, gz = b.build_layer()
-        layer = b.push(host, "big", raw, gz)
+        layer = b.push(host, "big", [(raw, gz)])
         push_layers(host, "small", small_layers())
         print(f"big: {len(raw) / 2**20:.0f} MiB uncompressed, {len(gz) / 2**20:.0f} MiB gzip; small: 20 x ~1 MiB")
         dl, gun = [], []

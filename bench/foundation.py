@@ -16,7 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit  # noqa: E402
+from common import build_release, emit  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "15"))
@@ -93,7 +93,7 @@ def fmt(x, unit):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    subprocess.run(["cargo", "build", "--release", "-p", "wharfd"], cwd=REPO, check=True)
+    build_release(REPO)
     kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
     base = tempfile.mkdtemp(prefix="wharf-bench-", dir="/var/tmp")
     res = {k: {"start": [], "rss": [], "ingest": []} for k in kinds}

@@ -22,7 +22,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import LoopFs, emit, sha, start_registry, wait_socket  # noqa: E402
+from common import LoopFs, build_release, emit, sha, start_registry, wait_socket  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "5"))
@@ -142,7 +142,7 @@ def run_daemon(kind, d):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    subprocess.run(["cargo", "build", "--release", "-p", "wharfd"], cwd=REPO, check=True)
+    build_release(REPO)
     kinds = ["wharf"] + (["containerd"] if shutil.which("containerd") else [])
     base = tempfile.mkdtemp(prefix="wharf-pull-", dir="/var/tmp")
     reg, host = start_registry(base)

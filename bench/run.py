@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import busybox_image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import LoopFs, emit, sha, start_registry, wait_socket  # noqa: E402
+from common import LoopFs, build_release, emit, sha, start_registry, wait_socket  # noqa: E402
 RUNS = int(os.environ.get("RUNS", "15"))
 N_SEQ = int(os.environ.get("N_SEQ", "50"))
 N_CONC = int(os.environ.get("N_CONC", "20"))
@@ -245,7 +245,7 @@ def bench_setup(label, kind, rt, host, base, res):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
-    subprocess.run(["cargo", "build", "--release", "-p", "wharfd", "-p", "wharf-shim"], cwd=REPO, check=True)
+    build_release(REPO)
     setups = [s for s in SETUPS if s[1] == "wharf" or shutil.which("containerd")]
     base = tempfile.mkdtemp(prefix="wharf-run-", dir="/var/tmp")
     reg, host = start_registry(base)
