@@ -201,9 +201,43 @@ fn cri_version_status_and_unimplemented() {
         let netns = w.state.join("cri/netns");
         assert_eq!(std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0), 0);
 
-        // A network config appears: ready, without a restart.
+        // A network whose plugin fails: the pause container, started while CNI ran, goes too.
         let dir = w.dir.path().join("net.d");
         std::fs::create_dir_all(&dir).unwrap();
+        let broken = dir.join("05-broken.conflist");
+        std::fs::write(
+            &broken,
+            r#"{"cniVersion":"1.0.0","name":"broken","plugins":[{"type":"no-such-plugin"}]}"#,
+        )
+        .unwrap();
+        let e = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            e.message().contains("failed to setup network"),
+            "{}",
+            e.message()
+        );
+        let pods = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(pods.is_empty(), "{pods:?}");
+        assert_eq!(std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0), 0);
+        let bundles = w.state.join("io.containerd.runtime.v2.task/k8s.io");
+        let left: Vec<_> = std::fs::read_dir(&bundles)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "task bundles left: {left:?}");
+        std::fs::remove_file(&broken).unwrap();
+
+        // A network config appears: ready, without a restart.
         std::fs::write(
             dir.join("10-test.conflist"),
             r#"{"cniVersion":"1.0.0","name":"test","plugins":[{"type":"bridge"}]}"#,

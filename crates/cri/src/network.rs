@@ -14,11 +14,22 @@ use crate::{Cri, Error, Result};
 /// What setting up a pod's network gave.
 #[derive(Debug, Default)]
 pub struct PodNetwork {
-    pub netns: String,
     pub ip: String,
     pub additional_ips: Vec<String>,
     /// The network configuration used (JSON).
     pub network: String,
+}
+
+/// A pod's network namespace and the CNI network it is to join.
+pub(crate) struct PodNetns {
+    net: NetworkConfig,
+    netns: Netns,
+}
+
+impl PodNetns {
+    pub(crate) fn path(&self) -> String {
+        self.netns.path.display().to_string()
+    }
 }
 
 fn attachment(id: &str, netns: &Path, config: &pb::PodSandboxConfig) -> Attachment {
@@ -78,12 +89,10 @@ impl Cri {
         self.state.join("cri").join("sandboxes").join(id)
     }
 
-    /// A new network namespace joined to the CNI network. Nothing is left on failure.
-    pub(crate) async fn setup_pod_network(
-        &self,
-        id: &str,
-        config: &pb::PodSandboxConfig,
-    ) -> Result<PodNetwork> {
+    /// A new network namespace for a pod, not on the network yet: the pause container can be
+    /// created in it while CNI attaches it ([`Cri::attach_pod_network`]). Fails before creating
+    /// anything when there is no CNI configuration.
+    pub(crate) async fn create_pod_netns(&self, id: &str) -> Result<PodNetns> {
         let cni = self.cni();
         let net = cni
             .load_conf_dir()
@@ -95,8 +104,28 @@ impl Cri {
         let dir = self.netns_dir();
         let name = id.to_string();
         let netns = blocking(move || Netns::create(&dir, &name)).await?;
-        let att = attachment(id, &netns.path, config);
-        match cni.setup(&net, &att).await {
+        Ok(PodNetns { net, netns })
+    }
+
+    /// Removes a namespace that never joined the network.
+    pub(crate) async fn remove_pod_netns(&self, ns: PodNetns) {
+        let path = ns.path();
+        if let Err(e) = blocking(move || ns.netns.remove()).await {
+            tracing::warn!(netns = %path, error = %e, "cri: remove pod network namespace");
+        }
+    }
+
+    /// CNI ADD of the pod's namespace. On failure the attachment is undone (CNI DEL); the
+    /// namespace is the caller's to remove ([`Cri::teardown_pod_network`] does both).
+    pub(crate) async fn attach_pod_network(
+        &self,
+        id: &str,
+        config: &pb::PodSandboxConfig,
+        ns: &PodNetns,
+    ) -> Result<PodNetwork> {
+        let cni = self.cni();
+        let att = attachment(id, &ns.netns.path, config);
+        match cni.setup(&ns.net, &att).await {
             Ok(r) => {
                 let mut ips = r.ips.iter().map(|i| i.ip().to_string());
                 let mut v4: Vec<String> = Vec::new();
@@ -111,15 +140,13 @@ impl Cri {
                 v4.extend(v6);
                 let mut all = v4.into_iter();
                 Ok(PodNetwork {
-                    netns: netns.path.display().to_string(),
                     ip: all.next().unwrap_or_default(),
                     additional_ips: all.collect(),
-                    network: String::from_utf8_lossy(&net.to_bytes()?).into_owned(),
+                    network: String::from_utf8_lossy(&ns.net.to_bytes()?).into_owned(),
                 })
             }
             Err(e) => {
-                let _ = cni.teardown(&net, &att).await;
-                let _ = blocking(move || netns.remove()).await;
+                let _ = cni.teardown(&ns.net, &att).await;
                 Err(Error::from(e).context(format!("failed to setup network for sandbox {id:?}")))
             }
         }

@@ -124,9 +124,68 @@ impl Cri {
         undo.record = true;
         drop(names);
 
-        if !host_net {
-            let net = self.setup_pod_network(id, config).await?;
-            meta.netns = net.netns;
+        let pod_ns = if host_net {
+            None
+        } else {
+            let ns = self.create_pod_netns(id).await?;
+            meta.netns = ns.path();
+            undo.netns = Some(meta.clone());
+            Some(ns)
+        };
+
+        let opts = crate::spec::sandbox_options(id, config, &meta.netns)?;
+        let spec = wharf_core::spec::generate(&image.config, None, &opts)?;
+        let spec = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
+        let mut sandbox = self.sandbox(id)?;
+        sandbox.meta = meta.clone();
+        sandbox.record.spec = Some(wharf_core::metadata::Payload {
+            type_url: store::SPEC_TYPE.into(),
+            value: spec.clone(),
+        });
+        self.save_spec(&sandbox.record)?;
+        self.save_sandbox_meta(&sandbox)?;
+
+        // The pause container starts while CNI attaches its namespace (pause never uses the
+        // network, and the pod is nobody's until this returns): a pod costs the longer of the
+        // two, not their sum.
+        let (mut prepared, mut created) = (false, false);
+        let pause = async {
+            let snapshotter = self.snapshotter.clone();
+            let (key, parent) = (id.to_string(), chain_id.to_string());
+            tokio::task::spawn_blocking(move || {
+                snapshotter.prepare(NAMESPACE, &key, Some(&parent), Labels::new(), None)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
+            prepared = true;
+            let (shim, _) = self.create_task(id, spec, "", "", "").await?;
+            created = true;
+            shim.start("").await?;
+            Ok::<(), Error>(())
+        };
+        let network = async {
+            match &pod_ns {
+                Some(ns) => self.attach_pod_network(id, config, ns).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (paused, attached) = tokio::join!(pause, network);
+        undo.snapshot = prepared;
+        undo.task = created;
+        let attached = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                // CNI DEL was tried already; a teardown now would fail the same way and keep
+                // the namespace for a retry nobody will make.
+                if let Some(ns) = pod_ns {
+                    self.remove_pod_netns(ns).await;
+                }
+                undo.netns = None;
+                return Err(e);
+            }
+        };
+        paused?;
+        if let Some(net) = attached {
             meta.ip = net.ip;
             meta.additional_ips = net.additional_ips;
             meta.network = net.network;
@@ -137,31 +196,8 @@ impl Cri {
             .display()
             .to_string();
         undo.etc = true;
-
-        let opts = crate::spec::sandbox_options(id, config, &meta.netns)?;
-        let spec = wharf_core::spec::generate(&image.config, None, &opts)?;
-        let spec = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
-        let mut sandbox = self.sandbox(id)?;
         sandbox.meta = meta;
-        sandbox.record.spec = Some(wharf_core::metadata::Payload {
-            type_url: store::SPEC_TYPE.into(),
-            value: spec.clone(),
-        });
-        self.save_spec(&sandbox.record)?;
         self.save_sandbox_meta(&sandbox)?;
-
-        let snapshotter = self.snapshotter.clone();
-        let (key, parent) = (id.to_string(), chain_id.to_string());
-        tokio::task::spawn_blocking(move || {
-            snapshotter.prepare(NAMESPACE, &key, Some(&parent), Labels::new(), None)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
-        undo.snapshot = true;
-
-        let (shim, _) = self.create_task(id, spec, "", "", "").await?;
-        undo.task = true;
-        shim.start("").await?;
         Ok(())
     }
 
