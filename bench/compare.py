@@ -6,7 +6,8 @@ bench/results/<timestamp>/ and bench/RESULTS.md.
 Run as root from the repository: `bash bench/compare.sh` (installs what it needs first).
 QUICK=1 takes fewer samples (a smoke run, not for the record).
 `bash bench/compare.sh --into bench/results/<stamp> dist_pull.py` runs only the named scripts,
-adding their figures to an earlier run's (to redo one that failed), and prints the whole table.
+adding their figures to an earlier run's (to redo one that failed), and prints the whole table;
+`--table bench/results/<stamp>` prints an earlier run's table again.
 """
 import datetime
 import json
@@ -49,6 +50,11 @@ def main():
         sys.exit("run as root")
     args = sys.argv[1:]
     out = None
+    if args[:1] == ["--table"] and len(args) == 2:
+        # Only prints (and records) the table of an earlier run.
+        out = os.path.abspath(args[1])
+        render(out, os.path.basename(out), quiet=True)
+        return
     if args[:1] == ["--into"] and len(args) >= 2:
         out, args = os.path.abspath(args[1]), args[2:]
     unknown = [a for a in args if a not in SCRIPTS]
@@ -81,6 +87,12 @@ def main():
             print(r.stdout[-3000:])
             if r.returncode != 0:
                 print(f"{script} failed (exit {r.returncode}); its figures are missing")
+    render(out, stamp, quiet)
+
+
+def render(out, stamp, quiet):
+    """Prints the table of the figures in `out`, writes it there and to bench/RESULTS.md."""
+    data = os.path.join(out, "figures.jsonl")
     rows = [json.loads(l) for l in open(data)] if os.path.exists(data) else []
     order = {name: i for i, name in enumerate(SCRIPTS)}
     rows.sort(key=lambda r: order.get(r.get("script"), len(SCRIPTS)))
