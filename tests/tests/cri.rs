@@ -1658,6 +1658,74 @@ fn cri_container_events_and_pod_stats() {
         let c_cpu = v(linux.containers[0].cpu.unwrap().usage_core_nano_seconds);
         assert!(v(cpu.usage_core_nano_seconds) >= c_cpu, "{c_cpu}");
 
+        // usage_nano_cores, the CPU rate between two samples: a container spinning on one core
+        // reads about one core; the idle one about none; the pod covers the spinner.
+        let busy = create(
+            &mut r,
+            &pod,
+            &cfg,
+            container_config("busy", &image, &["sh", "-c", "while :; do :; done"]),
+        )
+        .await
+        .unwrap();
+        start(&mut r, &busy).await;
+        let mut rates = Vec::new();
+        for _ in 0..2 {
+            let stats = |id: String| {
+                let mut r = r.clone();
+                async move {
+                    r.container_stats(pb::ContainerStatsRequest { container_id: id })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .stats
+                        .unwrap()
+                        .cpu
+                        .unwrap()
+                        .usage_nano_cores
+                        .map(|v| v.value)
+                }
+            };
+            let (b, idle) = (stats(busy.clone()).await, stats(c.clone()).await);
+            let p = r
+                .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats
+                .unwrap()
+                .linux
+                .unwrap()
+                .cpu
+                .unwrap()
+                .usage_nano_cores
+                .map(|v| v.value);
+            rates.push((b, idle, p));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(rates[0].0, Some(0), "a first sample has no rate yet");
+        let (b, idle, p) = rates[1];
+        let (b, idle, p) = (b.unwrap(), idle.unwrap(), p.unwrap());
+        assert!(
+            (150_000_000..=1_100_000_000).contains(&b),
+            "a spinning container used {b} ns/s"
+        );
+        assert!(idle < 50_000_000, "an idle container used {idle} ns/s");
+        assert!(p >= 150_000_000, "the pod used {p} ns/s");
+        r.stop_container(pb::StopContainerRequest {
+            container_id: busy.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        r.remove_container(pb::RemoveContainerRequest {
+            container_id: busy.clone(),
+        })
+        .await
+        .unwrap();
+
         // A host-network pod with no cgroup parent: its members' cgroups add up, no network.
         let mut host = pod_config("evh", "uid-evh", &logs.join("evh"));
         if let Some(ns) = host

@@ -263,6 +263,7 @@ impl Cri {
             Err(e) => return Err(e),
         };
         let id = c.id().to_string();
+        self.forget_cpu_sample(&id);
         self.stop_task(&id, Duration::ZERO).await?;
         self.finish_container(&id).await;
         let lock = self.lock_of(&id);

@@ -126,6 +126,8 @@ pub struct Cri {
     state: PathBuf,
     /// Serialises name reservation + record creation (sandbox and container names are unique).
     names: tokio::sync::Mutex<()>,
+    /// The last CPU sample (time, usage in ns) of each container and sandbox, for usage_nano_cores.
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     /// Sandbox and container records as last decoded.
     records_cache: store::RecordsCache,
     /// One lock per sandbox or container for state transitions (exit handling, stop, remove).
@@ -165,6 +167,7 @@ impl Cri {
             state: o.state,
             names: tokio::sync::Mutex::new(()),
             records_cache: Default::default(),
+            cpu_samples: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             oom: Mutex::new(Default::default()),
             exits_seen: Mutex::new(Default::default()),

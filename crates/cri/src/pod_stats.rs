@@ -153,7 +153,7 @@ impl Cri {
                 cpu: Some(pb::CpuUsage {
                     timestamp: ts,
                     usage_core_nano_seconds: u64v(usage.cpu_ns),
-                    usage_nano_cores: None,
+                    usage_nano_cores: u64v(self.nano_cores(id, ts, usage.cpu_ns)),
                 }),
                 memory: Some(pb::MemoryUsage {
                     timestamp: ts,

@@ -259,6 +259,7 @@ impl Cri {
             Err(e) => return Err(e),
         };
         let id = s.id().to_string();
+        self.forget_cpu_sample(&id);
         self.stop_pod_sandbox(&id).await?;
         for c in self.containers()?.iter() {
             if c.meta.sandbox_id == id {

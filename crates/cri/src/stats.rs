@@ -59,6 +59,27 @@ fn decode(type_url: &str, value: &[u8]) -> Result<Sample> {
 }
 
 impl Cri {
+    /// The CPU rate since the previous sample of `id` (containerd's usage_nano_cores: 0 on the
+    /// first sample, whose figures are kept for the next).
+    pub(crate) fn nano_cores(&self, id: &str, ts: i64, usage_ns: u64) -> u64 {
+        let Ok(mut samples) = self.cpu_samples.lock() else {
+            return 0;
+        };
+        match samples.insert(id.to_string(), (ts, usage_ns)) {
+            Some((t0, u0)) if ts > t0 => {
+                (u128::from(usage_ns.saturating_sub(u0)) * 1_000_000_000 / (ts - t0) as u128) as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// Drops the CPU sample of a removed container or sandbox.
+    pub(crate) fn forget_cpu_sample(&self, id: &str) {
+        if let Ok(mut samples) = self.cpu_samples.lock() {
+            samples.remove(id);
+        }
+    }
+
     pub(crate) async fn stats_of(&self, c: &CriContainer) -> Result<pb::ContainerStats> {
         let attributes = Some(pb::ContainerAttributes {
             id: c.id().to_string(),
@@ -98,7 +119,7 @@ impl Cri {
             cpu: Some(pb::CpuUsage {
                 timestamp: ts,
                 usage_core_nano_seconds: u64v(cpu),
-                usage_nano_cores: None,
+                usage_nano_cores: u64v(self.nano_cores(c.id(), ts, cpu)),
             }),
             memory: Some(pb::MemoryUsage {
                 timestamp: ts,
