@@ -1477,7 +1477,10 @@ fn cri_host_network_sysctls_cgroup_parent() {
         // A container sharing the pod's PID namespace sees the pause process.
         let mut shared = container_config("shared", &image, &["sleep", "3600"]);
         shared.linux = Some(pb::LinuxContainerConfig {
-            resources: None,
+            resources: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
             security_context: Some(pb::LinuxContainerSecurityContext {
                 namespace_options: Some(pb::NamespaceOption {
                     pid: pb::NamespaceMode::Pod as i32,
@@ -1491,6 +1494,17 @@ fn cri_host_network_sysctls_cgroup_parent() {
         let ps = out(&exec(&mut r, &shared, &["ps"]).await);
         assert!(ps.contains("/pause"), "{ps}");
         assert!(!out(&exec(&mut r, &c, &["ps"]).await).contains("/pause"));
+        // ...and its own cgroups under /sys/fs/cgroup, read-only (on v1, spelled out for
+        // libcontainer, which cannot resolve a cgroup mount from a joined PID namespace).
+        let limit = out(&exec(&mut r, &shared, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).await);
+        let limit = if limit.trim().is_empty() {
+            out(&exec(&mut r, &shared, &["cat", "/sys/fs/cgroup/memory.max"]).await)
+        } else {
+            limit
+        };
+        assert_eq!(limit.trim(), (64u64 << 20).to_string());
+        let w = exec(&mut r, &shared, &["mkdir", "/sys/fs/cgroup/pids/x"]).await;
+        assert_ne!(w.exit_code, 0, "the container's cgroup is writable");
 
         let cg = std::path::Path::new("/sys/fs/cgroup/memory").join(&parent);
         assert!(cg.join(&t).is_dir(), "{}", cg.join(&t).display());

@@ -409,22 +409,92 @@ pub fn container_options(
     })
 }
 
-/// A container joining the pod's PID namespace (shareProcessNamespace) gets no cgroup
-/// filesystem on cgroup v1 hosts: libcontainer 0.7 looks the container's parent process up by
-/// its PID in the joined namespace to mount it, which fails (or finds another process).
+/// The v1 controllers libcontainer makes a container's cgroup in.
+const V1_CONTROLLERS: [&str; 12] = [
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+];
+
+/// A container joining the pod's PID namespace (shareProcessNamespace) on a cgroup v1 host:
+/// libcontainer 0.7 resolves a `cgroup` mount by looking the container's parent process up by
+/// its PID in the joined namespace, which fails (or finds another process). The mount is
+/// spelled out instead, as runc makes it: a tmpfs with the container's own cgroup of each
+/// controller bound read-only beneath (libcontainer makes those cgroups before the mounts).
 pub fn adjust_for_pod_pid(spec: &mut oci_spec::runtime::Spec, opts: &SpecOptions) {
     let joins_pid = matches!(opts.namespaces.pid, NamespaceMode::Path(_));
     let v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if !(joins_pid && v1) {
         return;
     }
-    if let Some(mounts) = spec.mounts().clone() {
-        let kept = mounts
-            .into_iter()
-            .filter(|m| m.typ().as_deref() != Some("cgroup"))
-            .collect();
-        spec.set_mounts(Some(kept));
+    let cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| p.to_string_lossy().trim_start_matches('/').to_string());
+    let Some(mounts) = spec.mounts().clone() else {
+        return;
+    };
+    let mut kept = Vec::with_capacity(mounts.len() + V1_CONTROLLERS.len());
+    for m in mounts {
+        if m.typ().as_deref() != Some("cgroup") {
+            kept.push(m);
+            continue;
+        }
+        let Some(cgroup) = cgroup
+            .as_deref()
+            .filter(|c| !c.split('/').any(|x| x == ".."))
+        else {
+            continue;
+        };
+        let dest = m.destination().clone();
+        let mut tmpfs = Mount::default();
+        tmpfs.set_destination(dest.clone());
+        tmpfs.set_typ(Some("tmpfs".into()));
+        tmpfs.set_source(Some(PathBuf::from("tmpfs")));
+        tmpfs.set_options(Some(
+            ["nosuid", "noexec", "nodev", "mode=755"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ));
+        kept.push(tmpfs);
+        for name in v1_hierarchies(Path::new("/sys/fs/cgroup")) {
+            let src = Path::new("/sys/fs/cgroup").join(&name).join(cgroup);
+            let dest = dest.join(&name);
+            kept.push(bind_mount(
+                &dest.to_string_lossy(),
+                &src,
+                &["rbind", "ro", "nosuid", "noexec", "nodev"],
+            ));
+        }
     }
+    spec.set_mounts(Some(kept));
+}
+
+/// The mounted v1 hierarchies under `root` whose controllers libcontainer manages (a directory
+/// such as `cpu,cpuacct` counts; its symlinked aliases do not).
+fn v1_hierarchies(root: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.split(',').all(|c| V1_CONTROLLERS.contains(&c)))
+        .collect();
+    out.sort();
+    out
 }
 
 /// A directory holding the image's `/etc/passwd` and `/etc/group` as the container will see
