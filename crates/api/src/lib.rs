@@ -20,6 +20,8 @@ pub use containerd_client::services::v1 as pb;
 pub use containerd_client::types;
 
 /// Kubernetes CRI `runtime.v1`: RuntimeService, ImageService and their messages.
+pub mod status;
+
 pub mod cri {
     pub use k8s_cri::v1::*;
 }

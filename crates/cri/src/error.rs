@@ -1,8 +1,8 @@
-//! The CRI crate's error, and the one place where errors become gRPC statuses. Codes follow
-//! containerd's errdefs mapping (containerd's CRI server returns `errdefs.ToGRPC(err)`).
+//! The CRI crate's error and its gRPC status. Codes follow containerd's errdefs mapping
+//! (containerd's CRI server returns `errdefs.ToGRPC(err)`); core and distribution errors take
+//! theirs from `wharf_api::status`, as wharfd's containerd services do.
 
 use tonic::{Code, Status};
-use wharf_distribution::Kind;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -65,43 +65,13 @@ impl Error {
             Error::NotImplemented(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,
             Error::Context { source, .. } => source.code(),
-            Error::Core(e) => core_code(e),
-            Error::Distribution(e) => match e.kind() {
-                Kind::NotFound => Code::NotFound,
-                Kind::AlreadyExists => Code::AlreadyExists,
-                Kind::InvalidArgument => Code::InvalidArgument,
-                Kind::Unauthenticated => Code::Unauthenticated,
-                Kind::PermissionDenied => Code::PermissionDenied,
-                Kind::FailedPrecondition => Code::FailedPrecondition,
-                Kind::Unavailable => Code::Unavailable,
-                Kind::NotImplemented => Code::Unimplemented,
-                Kind::OutOfRange => Code::OutOfRange,
-                Kind::Aborted => Code::Aborted,
-                Kind::ResourceExhausted => Code::ResourceExhausted,
-                Kind::Internal => Code::Internal,
-            },
+            Error::Core(e) => wharf_api::status::core_code(e),
+            Error::Distribution(e) => wharf_api::status::distribution_code(e),
         }
     }
 
     pub fn is_not_found(&self) -> bool {
         self.code() == Code::NotFound
-    }
-}
-
-fn core_code(e: &wharf_core::Error) -> Code {
-    use wharf_core::Error as E;
-    match e {
-        E::NotFound(_) => Code::NotFound,
-        E::AlreadyExists(_) => Code::AlreadyExists,
-        E::InvalidArgument(_) => Code::InvalidArgument,
-        E::FailedPrecondition(_) => Code::FailedPrecondition,
-        E::Unavailable(_) => Code::Unavailable,
-        E::NotImplemented(_) => Code::Unimplemented,
-        E::OutOfRange(_) => Code::OutOfRange,
-        E::Aborted(_) => Code::Aborted,
-        E::Io { source, .. } if source.raw_os_error() == Some(28) => Code::ResourceExhausted,
-        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
-        E::Io { .. } | E::Internal(_) => Code::Internal,
     }
 }
 
