@@ -7,15 +7,12 @@
 use wharf_api::cri as pb;
 
 use crate::cgroup::{CgroupFs, Usage};
+use crate::stats::u64v;
 use crate::store::{self, Sandbox};
 use crate::{now_nanos, Cri, Error, Result};
 
 /// The interface CNI plugins give a pod (CRI's default interface).
 const DEFAULT_INTERFACE: &str = "eth0";
-
-fn u64v(v: u64) -> Option<pb::UInt64Value> {
-    Some(pb::UInt64Value { value: v })
-}
 
 /// The `cgroupsPath` of a record's spec.
 fn cgroups_path(record: &wharf_core::metadata::Container) -> Option<String> {

@@ -10,7 +10,8 @@ use wharf_api::cri as pb;
 use crate::store::{self, CriContainer};
 use crate::{now_nanos, Cri, Error, Result};
 
-fn u64v(v: u64) -> Option<pb::UInt64Value> {
+/// A CRI optional figure.
+pub(crate) fn u64v(v: u64) -> Option<pb::UInt64Value> {
     Some(pb::UInt64Value { value: v })
 }
 
