@@ -223,15 +223,7 @@ impl Cri {
                 stop,
             ))
         });
-        let mut closed = io.closed;
-        let gone = async {
-            match closed.as_mut() {
-                Some(c) => {
-                    let _ = c.wait_for(|g| *g).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let gone = crate::streaming::remotecommand::client_gone(io.closed);
         // Attached until the container exits or the client leaves.
         tokio::select! {
             _ = shim.wait("") => {}

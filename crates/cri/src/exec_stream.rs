@@ -158,15 +158,7 @@ impl Cri {
                 rx,
             )));
         }
-        let mut closed = io.closed;
-        let gone = async {
-            match closed.as_mut() {
-                Some(c) => {
-                    let _ = c.wait_for(|g| *g).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let gone = crate::streaming::remotecommand::client_gone(io.closed);
         let waited = tokio::select! {
             w = shim.wait(&exec_id) => w.map(|w| w.exit_status as i32),
             _ = gone => {

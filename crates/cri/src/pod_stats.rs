@@ -8,7 +8,7 @@ use wharf_api::cri as pb;
 
 use crate::cgroup::{CgroupFs, Usage};
 use crate::stats::u64v;
-use crate::store::{self, Sandbox};
+use crate::store::Sandbox;
 use crate::{now_nanos, Cri, Error, Result};
 
 /// The interface CNI plugins give a pod (CRI's default interface).
@@ -73,10 +73,7 @@ impl Cri {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
         for s in self.sandboxes()?.iter() {
-            if !f.id.is_empty() && !s.id().starts_with(&f.id) {
-                continue;
-            }
-            if !store::selects(&f.label_selector, &s.config.labels) {
+            if !s.selected(&f.id, &f.label_selector) {
                 continue;
             }
             match self.sandbox_stats_of(s).await {

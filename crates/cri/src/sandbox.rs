@@ -361,10 +361,7 @@ impl Cri {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
         for s in self.sandboxes()?.iter() {
-            if !f.id.is_empty() && !s.id().starts_with(&f.id) {
-                continue;
-            }
-            if !store::selects(&f.label_selector, &s.config.labels) {
+            if !s.selected(&f.id, &f.label_selector) {
                 continue;
             }
             let (state, _) = self.sandbox_state(s).await;

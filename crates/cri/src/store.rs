@@ -126,6 +126,11 @@ impl Sandbox {
     pub fn id(&self) -> &str {
         &self.record.id
     }
+
+    /// Does a list filter (an ID prefix, a label selector; empty selects all) select it?
+    pub fn selected(&self, id_prefix: &str, selector: &HashMap<String, String>) -> bool {
+        self.id().starts_with(id_prefix) && selects(selector, &self.config.labels)
+    }
     pub fn metadata(&self) -> pb::PodSandboxMetadata {
         self.config.metadata.clone().unwrap_or_default()
     }

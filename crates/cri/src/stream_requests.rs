@@ -23,26 +23,27 @@ fn check_stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<()>
 }
 
 impl Cri {
+    /// The full ID of the container `id` names (or prefixes), which must be running.
+    async fn running_container_id(&self, id: &str) -> Result<String> {
+        let c = self
+            .container(id)
+            .map_err(|e| e.context(format!("failed to find container {id:?}")))?;
+        self.running_shim(c.id()).await?;
+        Ok(c.id().to_string())
+    }
+
     pub async fn exec_url(&self, mut r: pb::ExecRequest) -> Result<String> {
         if r.cmd.is_empty() {
             return Err(Error::InvalidArgument("cmd must not be empty".into()));
         }
         check_stdio(r.stdin, r.stdout, r.stderr, r.tty)?;
-        let c = self
-            .container(&r.container_id)
-            .map_err(|e| e.context(format!("failed to find container {:?}", r.container_id)))?;
-        r.container_id = c.id().to_string();
-        self.running_shim(&r.container_id).await?;
+        r.container_id = self.running_container_id(&r.container_id).await?;
         self.stream_url(Request::Exec(r))
     }
 
     pub async fn attach_url(&self, mut r: pb::AttachRequest) -> Result<String> {
         check_stdio(r.stdin, r.stdout, r.stderr, r.tty)?;
-        let c = self
-            .container(&r.container_id)
-            .map_err(|e| e.context(format!("failed to find container {:?}", r.container_id)))?;
-        r.container_id = c.id().to_string();
-        self.running_shim(&r.container_id).await?;
+        r.container_id = self.running_container_id(&r.container_id).await?;
         self.stream_url(Request::Attach(r))
     }
 

@@ -44,6 +44,16 @@ pub struct Io {
     pub closed: Option<watch::Receiver<bool>>,
 }
 
+/// Resolves once the client of `closed` has gone; never without a watch.
+pub async fn client_gone(closed: Option<watch::Receiver<bool>>) {
+    match closed {
+        Some(mut c) => {
+            let _ = c.wait_for(|g| *g).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// How a session ended.
 #[derive(Debug)]
 pub enum Outcome {

@@ -226,23 +226,25 @@ impl Codec {
                 body.extend(self.encode_headers(headers)?);
                 control(SYN_STREAM, *flags, body)
             }
+            // The same layout; only the type differs.
             Frame::SynReply {
                 stream_id,
                 flags,
                 headers,
-            } => {
-                let mut body = (stream_id & 0x7fff_ffff).to_be_bytes().to_vec();
-                body.extend(self.encode_headers(headers)?);
-                control(SYN_REPLY, *flags, body)
             }
-            Frame::Headers {
+            | Frame::Headers {
                 stream_id,
                 flags,
                 headers,
             } => {
+                let kind = if matches!(f, Frame::SynReply { .. }) {
+                    SYN_REPLY
+                } else {
+                    HEADERS
+                };
                 let mut body = (stream_id & 0x7fff_ffff).to_be_bytes().to_vec();
                 body.extend(self.encode_headers(headers)?);
-                control(HEADERS, *flags, body)
+                control(kind, *flags, body)
             }
             Frame::RstStream { stream_id, status } => {
                 control(RST_STREAM, 0, pair(stream_id & 0x7fff_ffff, *status))
