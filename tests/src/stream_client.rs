@@ -1,5 +1,6 @@
 //! Test clients of the CRI streaming server: a SPDY/3.1 client (the kubelet's remote-command
-//! and port-forward protocols) and a WebSocket one (`v5.channel.k8s.io`), over a plain
+//! and port-forward protocols) and a WebSocket one (`v5.channel.k8s.io` and the others,
+//! binary or base64), over a plain
 //! HTTP/1.1 upgrade. The SPDY framing is wharf-cri's own codec; what it checks on top is the
 //! protocol: the upgrade, stream roles, FIN/EOF, statuses.
 
@@ -206,7 +207,8 @@ async fn read_frames(mut r: OwnedReadHalf, tx: mpsc::UnboundedSender<Frame>) {
     }
 }
 
-/// A WebSocket remote-command client: messages per channel.
+/// A WebSocket client of the channel protocols: messages per channel. The `base64.` protocols
+/// send text messages, the channel a digit and the payload in base64.
 pub struct Ws {
     ws: tokio_tungstenite::WebSocketStream<TcpStream>,
     pub protocol: String,
@@ -215,13 +217,16 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// Connects offering `protocols` (a comma-separated list; empty: no subprotocol header).
     pub async fn connect(url: &str, protocols: &str) -> Result<Ws> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let (host, _) = split_url(url)?;
         let ws_url = url.replacen("http://", "ws://", 1);
         let mut req = ws_url.into_client_request()?;
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocols.parse()?);
+        if !protocols.is_empty() {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", protocols.parse()?);
+        }
         let tcp = TcpStream::connect(&host).await?;
         let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await?;
         let protocol = resp
@@ -238,25 +243,50 @@ impl Ws {
         })
     }
 
+    fn base64(&self) -> bool {
+        self.protocol.contains("base64.")
+    }
+
     pub async fn send(&mut self, channel: u8, data: &[u8]) -> Result<()> {
-        let mut m = vec![channel];
-        m.extend_from_slice(data);
-        self.ws
-            .send(tokio_tungstenite::tungstenite::Message::Binary(m.into()))
-            .await?;
+        use base64::Engine;
+        use tokio_tungstenite::tungstenite::Message;
+        let m = if self.base64() {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+            Message::Text(format!("{}{b64}", char::from(b'0' + channel)).into())
+        } else {
+            let mut m = vec![channel];
+            m.extend_from_slice(data);
+            Message::Binary(m.into())
+        };
+        self.ws.send(m).await?;
         Ok(())
     }
 
     /// Reads messages until the server closes.
     pub async fn to_end(&mut self) -> Result<()> {
+        use base64::Engine;
         use tokio_tungstenite::tungstenite::Message;
+        let base64 = self.base64();
         while let Some(m) = self.ws.next().await {
             match m? {
-                Message::Binary(b) if !b.is_empty() => self
-                    .channels
-                    .entry(b[0])
-                    .or_default()
-                    .extend_from_slice(&b[1..]),
+                Message::Binary(b) if !b.is_empty() => {
+                    anyhow::ensure!(!base64, "binary message in a base64 session");
+                    self.channels
+                        .entry(b[0])
+                        .or_default()
+                        .extend_from_slice(&b[1..])
+                }
+                Message::Text(t) if !t.is_empty() => {
+                    anyhow::ensure!(base64, "text message in a binary session: {t:?}");
+                    let t = t.as_bytes();
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(&t[1..])
+                        .context("message payload is not base64")?;
+                    self.channels
+                        .entry(t[0] - b'0')
+                        .or_default()
+                        .extend_from_slice(&data)
+                }
                 Message::Close(_) => {
                     self.closed = true;
                     break;

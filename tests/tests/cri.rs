@@ -2082,6 +2082,16 @@ fn cri_streaming_exec_attach_port_forward() {
         assert_eq!((ws.got(1).as_str(), ws.got(2).as_str()), ("over-ws\n", "done\n"));
         let st = status_of(&ws.got(3));
         assert_eq!(st["details"]["causes"][0]["message"], "2", "{st}");
+        // The base64 variant: text messages both ways.
+        let url = exec_url(&mut r, &web, &["sh", "-c", "echo b64; exit 3"], (false, true, false, false))
+            .await
+            .unwrap();
+        let mut ws = Ws::connect(&url, "v4.base64.channel.k8s.io").await.unwrap();
+        assert_eq!(ws.protocol, "v4.base64.channel.k8s.io");
+        ws.to_end().await.unwrap();
+        assert_eq!(ws.got(1), "b64\n");
+        let st = status_of(&ws.got(3));
+        assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
 
         // Exec round trip through the server (Exec RPC, upgrade, run `true`, status), measured.
         let n = 10;
@@ -2163,6 +2173,46 @@ fn cri_streaming_exec_attach_port_forward() {
         s.open(&[("streamtype", "data"), ("port", "8081"), ("requestid", "3")]).await.unwrap();
         s.until(|s| s.ended(err)).await.unwrap();
         assert!(s.got(err).contains("8081"), "{:?}", s.got(err));
+
+        // PortForward over WebSocket, binary and base64: the port (little-endian) first on the
+        // data and error channels, then the answer on the data channel; the session closes
+        // once the pod's side has.
+        let pf_url = |ports: Vec<i32>| {
+            let mut r = r.clone();
+            let pod = pod.clone();
+            async move {
+                r.port_forward(pb::PortForwardRequest { pod_sandbox_id: pod, port: ports })
+                    .await
+                    .map(|u| u.into_inner().url)
+            }
+        };
+        let port8080 = 8080u16.to_le_bytes();
+        for proto in ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"] {
+            let mut ws = Ws::connect(&pf_url(vec![8080]).await.unwrap(), proto).await.unwrap();
+            assert_eq!(ws.protocol, proto);
+            ws.send(0, b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+            ws.to_end().await.unwrap();
+            assert!(ws.closed, "{proto}");
+            let data = ws.channels.remove(&0).unwrap_or_default();
+            assert_eq!(data.get(..2), Some(&port8080[..]), "{proto}");
+            let got = String::from_utf8_lossy(&data[2..]);
+            assert!(got.starts_with("HTTP/1.") && got.contains("hello-stream8"), "{proto}: {got:?}");
+            assert_eq!(ws.channels.get(&1).map(|e| &e[..]), Some(&port8080[..]), "{proto}: no error");
+        }
+        // No subprotocol named and no port in the request: the ports come from the URL, one
+        // forward each; the one nobody listens on reports on its own error channel.
+        let url = pf_url(vec![]).await.unwrap();
+        let mut ws = Ws::connect(&format!("{url}?port=8080,8081"), "").await.unwrap();
+        assert_eq!(ws.protocol, "");
+        ws.send(0, b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+        ws.to_end().await.unwrap();
+        assert!(ws.got(0).contains("hello-stream8"), "{:?}", ws.got(0));
+        let err8081 = ws.channels.get(&3).cloned().unwrap_or_default();
+        assert_eq!(err8081.get(..2), Some(&8081u16.to_le_bytes()[..]));
+        assert!(String::from_utf8_lossy(&err8081[2..]).contains("error forwarding port 8081"), "{err8081:?}");
+        // ... and with no port anywhere the upgrade is refused.
+        let e = Ws::connect(&pf_url(vec![]).await.unwrap(), "v4.channel.k8s.io").await.err().unwrap();
+        assert!(e.to_string().contains("400"), "{e:#}");
 
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
             pod_sandbox_id: pod.clone(),

@@ -15,6 +15,8 @@ pub mod spdy;
 mod spdy_command;
 mod tokens;
 mod ws_command;
+mod ws_frame;
+mod ws_portforward;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -188,7 +190,10 @@ fn upgrade_kind(
         ));
     }
     if upgrade == "websocket" {
-        let offered = values(h, "sec-websocket-protocol");
+        let mut offered = values(h, "sec-websocket-protocol");
+        if offered.is_empty() {
+            offered.push(String::new()); // none named: "" where the protocol allows it
+        }
         let Some(protocol) = negotiate(&offered, ws) else {
             return Err(plain(
                 StatusCode::BAD_REQUEST,
@@ -258,8 +263,11 @@ fn switching(u: &Upgrade) -> Resp {
             if let Ok(v) = header::HeaderValue::from_str(accept) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
             }
-            if let Ok(v) = header::HeaderValue::from_str(protocol) {
-                h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            match header::HeaderValue::from_str(protocol) {
+                Ok(v) if !protocol.is_empty() => {
+                    h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+                }
+                _ => {}
             }
         }
     }
@@ -282,12 +290,22 @@ async fn handle(cri: Arc<Cri>, srv: Arc<Server>, mut req: hyper::Request<Incomin
         return plain(StatusCode::NOT_FOUND, "token not found or expired");
     };
     let (spdy, ws): (&[&'static str], &[&'static str]) = match &r {
-        Request::PortForward(_) => (&[portforward::PROTOCOL], &[]),
+        Request::PortForward(_) => (&[portforward::PROTOCOL], ws_portforward::PROTOCOLS),
         _ => (remotecommand::SPDY_PROTOCOLS, remotecommand::WS_PROTOCOLS),
     };
     let up = match upgrade_kind(req.headers(), spdy, ws) {
         Ok(u) => u,
         Err(resp) => return resp,
+    };
+    // A WebSocket port-forward has its ports fixed up front.
+    let ports = match (&r, &up) {
+        (Request::PortForward(p), Upgrade::WebSocket { .. }) => {
+            match ws_portforward::ports(&p.port, req.uri().query()) {
+                Ok(ports) => ports,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        _ => Vec::new(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let resp = switching(&up);
@@ -299,12 +317,18 @@ async fn handle(cri: Arc<Cri>, srv: Arc<Server>, mut req: hyper::Request<Incomin
                 return;
             }
         };
-        run(cri, r, up, conn).await;
+        run(cri, r, up, ports, conn).await;
     });
     resp
 }
 
-async fn run(cri: Arc<Cri>, r: Request, up: Upgrade, conn: TokioIo<hyper::upgrade::Upgraded>) {
+async fn run(
+    cri: Arc<Cri>,
+    r: Request,
+    up: Upgrade,
+    ports: Vec<u16>,
+    conn: TokioIo<hyper::upgrade::Upgraded>,
+) {
     let (want, command): (
         Wanted,
         Box<dyn FnOnce(Io) -> BoxFuture<'static, Outcome> + Send>,
@@ -326,7 +350,12 @@ async fn run(cri: Arc<Cri>, r: Request, up: Upgrade, conn: TokioIo<hyper::upgrad
                         })
                     },
                 );
-            return portforward::serve(conn, p.pod_sandbox_id, connect).await;
+            return match up {
+                Upgrade::Spdy(_) => portforward::serve(conn, p.pod_sandbox_id, connect).await,
+                Upgrade::WebSocket { protocol, .. } => {
+                    ws_portforward::serve(conn, protocol, p.pod_sandbox_id, ports, connect).await
+                }
+            };
         }
         Request::Exec(e) => (
             Wanted {

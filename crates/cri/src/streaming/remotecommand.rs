@@ -13,13 +13,17 @@ pub const SPDY_PROTOCOLS: &[&str] = &[
     "v2.channel.k8s.io",
     "channel.k8s.io",
 ];
-/// The WebSocket remote-command subprotocols.
+/// The WebSocket remote-command subprotocols ("": a client that names none, binary as
+/// kubelet takes it).
 pub const WS_PROTOCOLS: &[&str] = &[
     "v5.channel.k8s.io",
     "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
     "v3.channel.k8s.io",
     "v2.channel.k8s.io",
     "channel.k8s.io",
+    "base64.channel.k8s.io",
+    "",
 ];
 
 /// A terminal size as clients send it on the resize stream.

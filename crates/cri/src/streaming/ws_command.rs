@@ -1,19 +1,19 @@
-//! Exec and attach over WebSocket (`v5.channel.k8s.io` … `channel.k8s.io`): binary messages
-//! whose first byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize); v5 adds
-//! a close signal (channel 255, then the channel closed) so a client can end stdin.
+//! Exec and attach over WebSocket (`v5.channel.k8s.io` … `channel.k8s.io`, and the base64
+//! variants): messages on channels 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize
+//! ([`ws_frame`](super::ws_frame)); v5 adds a close signal (channel 255, then the channel
+//! closed) so a client can end stdin.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use super::remotecommand::{status, Io, Outcome, ResizeDecoder};
 use super::spdy_command::Wanted;
+use super::ws_frame::{self, Framing};
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -23,18 +23,15 @@ pub const RESIZE: u8 = 4;
 /// v5: `[255, channel]` closes that channel.
 pub const CLOSE: u8 = 255;
 
-fn framed(channel: u8, data: &[u8]) -> Message {
-    let mut b = BytesMut::with_capacity(1 + data.len());
-    b.put_u8(channel);
-    b.put_slice(data);
-    Message::Binary(b.freeze())
-}
-
-fn pump(channel: u8, out: mpsc::Sender<Message>) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
+fn pump(
+    framing: Framing,
+    channel: u8,
+    out: mpsc::Sender<Message>,
+) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let h = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
-            if out.send(framed(channel, &b)).await.is_err() {
+            if out.send(framing.encode(channel, &b)).await.is_err() {
                 return;
             }
         }
@@ -50,18 +47,8 @@ pub async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = WebSocketStream::from_raw_socket(conn, Role::Server, None).await;
-    let (mut sink, mut src) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(32);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let last = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || last {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let framing = Framing::of(&protocol);
+    let (out, mut src, writer) = ws_frame::start(conn).await;
     let v5 = protocol.starts_with("v5.");
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
     let (resize_tx, resize_rx) = mpsc::channel(8);
@@ -71,23 +58,26 @@ pub async fn serve<T>(
         let mut stdin = want.stdin.then_some(stdin_tx);
         let mut resize = ResizeDecoder::new();
         while let Some(Ok(m)) = src.next().await {
-            match m {
-                Message::Binary(b) if !b.is_empty() => match b[0] {
+            if let Some((channel, b)) = framing.decode(&m) {
+                match channel {
                     STDIN => {
                         if let Some(tx) = &stdin {
-                            if b.len() > 1 && tx.send(b.slice(1..)).await.is_err() {
+                            if !b.is_empty() && tx.send(b).await.is_err() {
                                 stdin = None;
                             }
                         }
                     }
                     RESIZE => {
-                        for s in resize.push(&b[1..]) {
+                        for s in resize.push(&b) {
                             let _ = resize_tx.send(s).await;
                         }
                     }
-                    CLOSE if v5 && b.get(1) == Some(&STDIN) => stdin = None,
+                    CLOSE if v5 && b.first() == Some(&STDIN) => stdin = None,
                     _ => {}
-                },
+                }
+                continue;
+            }
+            match m {
                 Message::Ping(p) => {
                     let _ = pong.send(Message::Pong(p)).await;
                 }
@@ -105,12 +95,12 @@ pub async fn serve<T>(
     };
     let mut pumps = Vec::new();
     if want.stdout {
-        let (tx, h) = pump(STDOUT, out.clone());
+        let (tx, h) = pump(framing, STDOUT, out.clone());
         io.stdout = Some(tx);
         pumps.push(h);
     }
     if want.stderr {
-        let (tx, h) = pump(STDERR, out.clone());
+        let (tx, h) = pump(framing, STDERR, out.clone());
         io.stderr = Some(tx);
         pumps.push(h);
     }
@@ -120,15 +110,8 @@ pub async fn serve<T>(
     }
     let st = status(&protocol, &outcome);
     if !st.is_empty() {
-        let _ = out.send(framed(ERROR, &st)).await;
+        let _ = out.send(framing.encode(ERROR, &st)).await;
     }
-    let _ = out
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await;
-    drop(out);
-    let _ = writer.await;
+    ws_frame::close(out, writer).await;
     reader.abort();
 }
