@@ -15,6 +15,9 @@ pub struct Wharfd {
     gc_runs_before: usize,
     /// The test network's bridge (deleted on drop) when started with [`Wharfd::start_networked`].
     pub bridge: Option<String>,
+    /// Run in a mount namespace of its own whose /sys/fs/cgroup is the cgroup2 hierarchy
+    /// ([`Wharfd::start_unified`]).
+    unified: bool,
 }
 
 impl Wharfd {
@@ -52,7 +55,20 @@ impl Wharfd {
             socket,
             gc_runs_before: 0,
             bridge: None,
+            unified: false,
         })
+    }
+
+    /// Starts wharfd as on a cgroup v2 (unified) host, here where the host is hybrid: in a
+    /// mount namespace of its own (its shims inherit it) whose /sys/fs/cgroup is the cgroup2
+    /// hierarchy, the one the host shows at /sys/fs/cgroup/unified. That hierarchy has no
+    /// memory, cpu or pids controller here (v1 holds them), so only what v2 does without them
+    /// can be checked: placement, freezing, cpu.stat, pids and removal.
+    pub fn start_unified() -> Result<Wharfd> {
+        let mut w = Self::unstarted("")?;
+        w.unified = true;
+        w.spawn()?;
+        Ok(w)
     }
 
     /// Starts wharfd with a network of its own for CLI-run containers: a unique bridge and
@@ -78,6 +94,7 @@ impl Wharfd {
             dir,
             gc_runs_before: 0,
             bridge: Some(bridge),
+            unified: false,
         };
         w.spawn()?;
         Ok(w)
@@ -150,7 +167,13 @@ impl Wharfd {
             .create(true)
             .append(true)
             .open(self.dir.path().join("wharfd.log"))?;
-        let child = Command::new(crate::bin("wharfd"))
+        let mut cmd = Command::new(crate::bin("wharfd"));
+        if self.unified {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the hook only makes system calls.
+            unsafe { cmd.pre_exec(cgroup2_at_sys_fs_cgroup) };
+        }
+        let child = cmd
             .arg("--root")
             .arg(&self.root)
             .arg("--state")
@@ -168,6 +191,12 @@ impl Wharfd {
             .context("spawn wharfd")?;
         self.child = Some(child);
         self.wait_ready()
+    }
+
+    /// The directory of a cgroup (a path as in /proc/PID/cgroup) as the test sees it: under
+    /// /sys/fs/cgroup/unified for a [`Wharfd::start_unified`] daemon.
+    pub fn unified_cgroup_dir(&self, cgroup: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup/unified").join(cgroup.trim_start_matches('/'))
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -281,6 +310,28 @@ impl Wharfd {
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A `pre_exec` hook: a private mount namespace with cgroup2 mounted at /sys/fs/cgroup.
+fn cgroup2_at_sys_fs_cgroup() -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        MsFlags::empty(),
+        None::<&str>,
+    )?;
+    Ok(())
 }
 
 pub fn ctr_at(socket: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
