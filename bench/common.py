@@ -9,6 +9,16 @@ import sys
 import time
 import urllib.request
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(_REPO, "target")
+# "debug" measures a dev build (slower wharf; for trying the script out, not for the record).
+PROFILE = os.environ.get("PROFILE", "release")
+
+
+def bin_path(name):
+    """A binary of this workspace's build."""
+    return os.path.join(TARGET, PROFILE, name)
+
 
 def build_release(repo):
     """One build command for every script: building different package sets in turn would

@@ -25,11 +25,8 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-# "debug" measures a dev build (slower wharf; for trying the script out, not for the record).
-PROFILE = os.environ.get("PROFILE", "release")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import LoopFs, emit, wait_socket  # noqa: E402
+from common import PROFILE, LoopFs, bin_path, emit, wait_socket  # noqa: E402
 from run import shims_of  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "10"))
@@ -39,10 +36,6 @@ BUSYBOX = "docker.io/library/busybox:latest"
 # Unique per run: other processes on the machine may have bridges and subnets of their own.
 BRIDGE = f"cribench{os.getpid() % 10000}"
 SUBNET = f"10.251.{os.getpid() % 250}.0/24"
-
-
-def bin_path(name):
-    return os.path.join(TARGET, PROFILE, name)
 
 
 def net_conf(d):

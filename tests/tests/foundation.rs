@@ -272,6 +272,120 @@ async fn interrupted_write_resumes_and_wrong_digest_is_refused() {
         .exists());
 }
 
+/// A client that does not wait for each answer (as a pull does): WRITEs continuing at the
+/// offset are answered in order, ahead of their bytes being hashed and written; a
+/// STAT after them waits for those bytes and reports their offset and digest; a WRITE at a
+/// wrong offset fails the stream and keeps what was written for a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_answer_in_order_and_resume() {
+    use tokio_stream::wrappers::ReceiverStream;
+    let w = Wharfd::start().unwrap();
+    let data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
+    let digest = images::sha256(&data);
+    let chunk = 256 << 10;
+    let total = data.len() as i64;
+    let mut client = ContentClient::new(w.channel().await.unwrap());
+    let open = |client: &mut ContentClient<_>| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::WriteContentRequest>(16);
+        let mut c = client.clone();
+        async move {
+            let first = pb::WriteContentRequest {
+                action: pb::WriteAction::Stat as i32,
+                r#ref: "pipe".into(),
+                total,
+                ..Default::default()
+            };
+            tx.send(first).await.unwrap();
+            let answers = c
+                .write(with_ns("test", ReceiverStream::new(rx)))
+                .await
+                .unwrap()
+                .into_inner();
+            (tx, answers)
+        }
+    };
+    let write = |offset: usize, data: &[u8]| pb::WriteContentRequest {
+        action: pb::WriteAction::Write as i32,
+        offset: offset as i64,
+        data: data.to_vec(),
+        ..Default::default()
+    };
+
+    let (tx, mut answers) = open(&mut client).await;
+    assert_eq!(answers.message().await.unwrap().unwrap().offset, 0);
+    for i in 0..4 {
+        tx.send(write(i * chunk, &data[i * chunk..(i + 1) * chunk]))
+            .await
+            .unwrap();
+    }
+    tx.send(pb::WriteContentRequest {
+        action: pb::WriteAction::Stat as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for i in 1..=4 {
+        let a = answers.message().await.unwrap().unwrap();
+        assert_eq!(
+            (a.action, a.offset),
+            (pb::WriteAction::Write as i32, (i * chunk) as i64)
+        );
+        assert_eq!(a.total, total);
+    }
+    let st = answers.message().await.unwrap().unwrap();
+    assert_eq!(
+        (st.action, st.offset),
+        (pb::WriteAction::Stat as i32, (4 * chunk) as i64)
+    );
+    assert_eq!(
+        st.digest,
+        images::sha256(&data[..4 * chunk]),
+        "digest of what was written"
+    );
+    // A WRITE that skips ahead fails the stream; the bytes before it stay.
+    tx.send(write(5 * chunk, &data[5 * chunk..6 * chunk]))
+        .await
+        .unwrap();
+    let e = match answers.message().await {
+        Ok(Some(a)) => panic!("answered a WRITE at the wrong offset: {a:?}"),
+        Ok(None) => panic!("stream ended without an error"),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    drop(tx);
+    assert!(!w.blob_path(&digest).exists());
+
+    // The same ref resumes at that offset; the rest, then COMMIT with the expected digest.
+    let (tx, mut answers) = open(&mut client).await;
+    let resumed = answers.message().await.unwrap().unwrap().offset as usize;
+    assert_eq!(resumed, 4 * chunk);
+    let mut sent = 0;
+    for (i, c) in data[resumed..].chunks(chunk).enumerate() {
+        tx.send(write(resumed + i * chunk, c)).await.unwrap();
+        sent += 1;
+    }
+    tx.send(pb::WriteContentRequest {
+        action: pb::WriteAction::Commit as i32,
+        offset: total,
+        total,
+        expected: digest.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for _ in 0..sent {
+        answers.message().await.unwrap().unwrap();
+    }
+    let done = answers.message().await.unwrap().unwrap();
+    assert_eq!(
+        (done.action, done.digest.as_str()),
+        (pb::WriteAction::Commit as i32, digest.as_str())
+    );
+    assert_eq!(std::fs::read(w.blob_path(&digest)).unwrap(), data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_leases_and_gc() {
     let (reg, img) = registry_with_busybox();

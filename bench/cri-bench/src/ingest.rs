@@ -2,10 +2,13 @@
 //! that is not the bottleneck, for bench/foundation.py. `ctr content ingest` waits for the
 //! answer to each 1 MiB chunk before it sends the next, so its figure includes its own
 //! round trips; this client keeps `--window` chunks in flight, as a daemon-side pull does.
-//! Prints one JSON object: `{"mib_per_s": [...], "bytes": N}`.
+//! With `--floor-dir`, each run is followed by the floor the issue measures against: the same
+//! bytes hashed (SHA-256) and written in the same chunks to a file there, then fsynced, in
+//! this process. Prints one JSON object:
+//! `{"mib_per_s": [...], "floor_mib_per_s": [...], "bytes": N}`.
 //!
 //! ```text
-//! ingest-bench --endpoint /run/wharf/wharfd.sock --file blob --runs 3
+//! ingest-bench --endpoint /run/wharf/wharfd.sock --file blob --runs 3 --floor-dir /var/lib/wharf
 //! ```
 
 use std::time::Instant;
@@ -36,37 +39,71 @@ struct Args {
     window: usize,
     #[arg(long, default_value = "bench")]
     namespace: String,
+    /// Also time hashing + writing + fsync of the same bytes to a file in this directory.
+    #[arg(long)]
+    floor_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    let data = std::fs::read(&a.file).with_context(|| format!("read {}", a.file))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let mut data = std::fs::read(&a.file).with_context(|| format!("read {}", a.file))?;
+    if data.len() < 16 {
+        bail!("{} is too small to time", a.file);
+    }
     let ch = containerd_client::connect(&a.endpoint)
         .await
         .with_context(|| format!("connect to {}", a.endpoint))?;
     let mut figures = Vec::new();
+    let mut floor = Vec::new();
     for run in 0..a.runs {
         let mut c = ContentClient::new(ch.clone());
         let reference = format!("ingest-bench-{}-{run}", std::process::id());
+        // A blob of its own each run: a deleted blob stays on disk until the daemon collects
+        // it, and writing it again then only shares it back (AlreadyExists, as containerd).
+        let nonce = format!("{:08x}{run:08x}", std::process::id());
+        data[..16].copy_from_slice(nonce.as_bytes());
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         let t0 = Instant::now();
         ingest(&mut c, &a, &reference, &data, &digest).await?;
         let secs = t0.elapsed().as_secs_f64();
         figures.push(data.len() as f64 / (1 << 20) as f64 / secs);
-        // Each run writes the same blob: delete it so the next one is a fresh write.
         let mut req = tonic::Request::new(containerd_client::services::v1::DeleteContentRequest {
             digest: digest.clone(),
         });
         req.metadata_mut()
             .insert("containerd-namespace", a.namespace.parse()?);
         c.delete(req).await.context("delete the blob")?;
+        if let Some(dir) = &a.floor_dir {
+            let secs = hash_write_sync(&dir.join(format!("{reference}.floor")), &data, a.chunk)?;
+            floor.push(data.len() as f64 / (1 << 20) as f64 / secs);
+        }
     }
     println!(
         "{}",
-        serde_json::json!({"mib_per_s": figures, "bytes": data.len()})
+        serde_json::json!({"mib_per_s": figures, "floor_mib_per_s": floor, "bytes": data.len()})
     );
     Ok(())
+}
+
+/// Seconds to hash and write `data` in `chunk`s to a new file at `path`, then fsync it.
+fn hash_write_sync(path: &std::path::Path, data: &[u8], chunk: usize) -> Result<f64> {
+    use std::io::Write;
+    let t0 = Instant::now();
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut h = Sha256::new();
+    for b in data.chunks(chunk.max(1)) {
+        h.update(b);
+        f.write_all(b)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    f.sync_all()?;
+    std::hint::black_box(h.finalize());
+    let secs = t0.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(secs)
 }
 
 async fn ingest(
