@@ -290,6 +290,13 @@ impl Wharfd {
     }
 
     /// Runs ctr expecting failure; returns stderr.
+    /// `ctr -n NS tasks exec --exec-id EXEC_ID ID ARGV…`, asserting success; its stdout.
+    pub fn exec_ok(&self, ns: &str, id: &str, exec_id: &str, argv: &[&str]) -> String {
+        let mut args = vec!["-n", ns, "tasks", "exec", "--exec-id", exec_id, id];
+        args.extend_from_slice(argv);
+        self.ctr_ok(&args)
+    }
+
     pub fn ctr_err(&self, args: &[&str]) -> String {
         let out = self.ctr(args);
         assert!(

@@ -341,17 +341,7 @@ fn killed_shim_and_five_tasks_across_a_crash() {
         wait_status(&w, id, "RUNNING");
         assert_eq!(&task(&w, id).unwrap().0, pid, "{id} kept its process");
     }
-    let out = w.ctr_ok(&[
-        "-n",
-        "test",
-        "tasks",
-        "exec",
-        "--exec-id",
-        "after",
-        "c3",
-        "echo",
-        "ok",
-    ]);
+    let out = w.exec_ok("test", "c3", "after", &["echo", "ok"]);
     assert_eq!(out.trim(), "ok");
     w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "c1"]);
     wait_status(&w, "c1", "STOPPED");
@@ -683,17 +673,7 @@ fn binary_name_option_runs_the_container_with_runc() {
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("running")
         });
     assert!(listed, "runc does not know the container");
-    let out = w.ctr_ok(&[
-        "-n",
-        "test",
-        "tasks",
-        "exec",
-        "--exec-id",
-        "re1",
-        "rb1",
-        "echo",
-        "via-runc",
-    ]);
+    let out = w.exec_ok("test", "rb1", "re1", &["echo", "via-runc"]);
     assert_eq!(out.trim(), "via-runc");
     w.ctr_ok(&["-n", "test", "tasks", "pause", "rb1"]);
     wait_status(&w, "rb1", "PAUSED");
@@ -761,17 +741,7 @@ fn container_processes_get_default_signal_dispositions() {
     );
     run_d(&w, &r, "sg3", &["sleep", "1000"]);
     wait_status(&w, "sg3", "RUNNING");
-    let out = w.ctr_ok(&[
-        "-n",
-        "test",
-        "tasks",
-        "exec",
-        "--exec-id",
-        "s1",
-        "sg3",
-        "cat",
-        "/proc/self/status",
-    ]);
+    let out = w.exec_ok("test", "sg3", "s1", &["cat", "/proc/self/status"]);
     assert_eq!(
         sigign(&out) & pipe_bit,
         0,

@@ -204,18 +204,7 @@ fn detached_exec_kill_delete_and_crash_recovery(rt: &str) {
     let pid1 = task_status(&w, "d1").unwrap().0;
     let ps = w.ctr_ok(&["-n", "test", "tasks", "ps", "d1"]);
     assert!(ps.contains(&pid1), "{ps}");
-    let out = w.ctr_ok(&[
-        "-n",
-        "test",
-        "tasks",
-        "exec",
-        "--exec-id",
-        "e1",
-        "d1",
-        "sh",
-        "-c",
-        "echo in",
-    ]);
+    let out = w.exec_ok("test", "d1", "e1", &["sh", "-c", "echo in"]);
     assert_eq!(out.trim(), "in");
 
     // wharfd dies; the shims keep the tasks running and wharfd finds them again.
@@ -228,18 +217,7 @@ fn detached_exec_kill_delete_and_crash_recovery(rt: &str) {
         "same process after the restart"
     );
     wait_status(&w, "d2", "RUNNING");
-    let out = w.ctr_ok(&[
-        "-n",
-        "test",
-        "tasks",
-        "exec",
-        "--exec-id",
-        "e2",
-        "d1",
-        "sh",
-        "-c",
-        "echo again",
-    ]);
+    let out = w.exec_ok("test", "d1", "e2", &["sh", "-c", "echo again"]);
     assert_eq!(out.trim(), "again");
 
     w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "d1"]);
@@ -306,18 +284,7 @@ fn detached_task_on_a_unified_cgroup_hierarchy() {
     assert!(procs.lines().any(|p| p == pid), "{procs}");
     let ps = w.ctr_ok(&["-n", "test", "tasks", "ps", "u1"]);
     assert!(ps.contains(&pid), "{ps}");
-    let out = w.ctr_ok(&[
-        "-n",
-        "test",
-        "tasks",
-        "exec",
-        "--exec-id",
-        "e1",
-        "u1",
-        "sh",
-        "-c",
-        "echo in",
-    ]);
+    let out = w.exec_ok("test", "u1", "e1", &["sh", "-c", "echo in"]);
     assert_eq!(out.trim(), "in");
 
     w.ctr_ok(&["-n", "test", "tasks", "pause", "u1"]);

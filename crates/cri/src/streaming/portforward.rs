@@ -4,11 +4,15 @@
 //! written on the pair's error stream. The session lasts until the client hangs up.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use super::spdy::{header, Session, Stream};
 
@@ -74,6 +78,51 @@ async fn fail(error: &Stream, data: &Stream, pod: &str, msg: String) {
     data.writer.reset().await;
 }
 
+/// Copies between a connection into the pod and its client: what `from_client` yields goes in,
+/// what comes out goes to `send` (false: the client is gone). Ends when the pod's side ends;
+/// if the client's side ends first, the pod has `drain` (None: as long as it takes) to finish
+/// its answer.
+pub async fn splice<F, Fut>(
+    tcp: TcpStream,
+    from_client: &mut mpsc::Receiver<Bytes>,
+    mut send: F,
+    drain: Option<Duration>,
+) where
+    F: FnMut(Bytes) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let (mut rd, mut wr) = tcp.into_split();
+    let to_pod = async {
+        while let Some(b) = from_client.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let from_pod = async {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !send(Bytes::copy_from_slice(&buf[..n])).await {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(to_pod, from_pod);
+    tokio::select! {
+        _ = &mut to_pod => match drain {
+            Some(d) => { let _ = tokio::time::timeout(d, from_pod).await; }
+            None => from_pod.await,
+        },
+        _ = &mut from_pod => {}
+    }
+}
+
 async fn forward(error: Stream, mut data: Stream, pod: String, connect: Connect) {
     let port = header(&data.headers, "port").unwrap_or_default();
     let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
@@ -86,35 +135,17 @@ async fn forward(error: Stream, mut data: Stream, pod: String, connect: Connect)
             return fail(&error, &data, &pod, msg).await;
         }
     };
-    let (mut rd, mut wr) = tcp.into_split();
-    let to_pod = async {
-        while let Some(b) = data.data.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    };
     let writer = data.writer.clone();
-    let from_pod = async {
-        let mut buf = vec![0u8; 32 << 10];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if writer.write(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        writer.close().await;
-    };
-    // The pod's side ending ends the forward (after the client's side, if that ends first).
-    tokio::pin!(to_pod, from_pod);
-    tokio::select! {
-        _ = &mut to_pod => from_pod.await,
-        _ = &mut from_pod => {}
-    }
+    splice(
+        tcp,
+        &mut data.data,
+        |b| {
+            let w = writer.clone();
+            async move { w.write(&b).await.is_ok() }
+        },
+        None,
+    )
+    .await;
+    writer.close().await;
     error.writer.close().await;
 }

@@ -77,12 +77,8 @@ pub async fn serve<T>(
                 }
                 continue;
             }
-            match m {
-                Message::Ping(p) => {
-                    let _ = pong.send(Message::Pong(p)).await;
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if !ws_frame::control(m, &pong).await {
+                break;
             }
         }
         let _ = gone_tx.send(true);

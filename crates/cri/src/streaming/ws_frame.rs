@@ -82,6 +82,19 @@ where
     (out, incoming, writer)
 }
 
+/// Handles a control message from the client: a ping is answered. Whether the session goes
+/// on (not after a Close).
+pub async fn control(m: Message, out: &mpsc::Sender<Message>) -> bool {
+    match m {
+        Message::Ping(p) => {
+            let _ = out.send(Message::Pong(p)).await;
+            true
+        }
+        Message::Close(_) => false,
+        _ => true,
+    }
+}
+
 /// Closes the session normally once everything queued before has gone out. `out` is the
 /// session's last sender: the writer ends when it is dropped.
 pub async fn close(out: mpsc::Sender<Message>, writer: JoinHandle<()>) {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::portforward::Connect;
+use super::portforward::{splice, Connect};
 use super::ws_frame::{self, Framing};
 
 /// The subprotocols, the server's preference first ("": none named).
@@ -100,12 +100,8 @@ where
                 }
                 continue;
             }
-            match m {
-                Message::Ping(p) => {
-                    let _ = pong.send(Message::Pong(p)).await;
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if !ws_frame::control(m, &pong).await {
+                break;
             }
         }
     });
@@ -136,38 +132,18 @@ impl Forward {
                 return;
             }
         };
-        let (mut rd, mut wr) = tcp.into_split();
-        let to_pod = async {
-            while let Some(b) = from_client.recv().await {
-                if wr.write_all(&b).await.is_err() {
-                    break;
-                }
-            }
-            let _ = wr.shutdown().await;
-        };
-        let from_pod = async {
-            let mut buf = vec![0u8; 32 << 10];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let m = self.framing.encode(self.data, &buf[..n]);
-                        if self.out.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        };
-        // The pod's side ending ends the forward; the client's ending leaves the pod a moment
-        // to finish its answer.
-        tokio::pin!(to_pod, from_pod);
-        tokio::select! {
-            _ = &mut to_pod => {
-                let _ = tokio::time::timeout(DRAIN, from_pod).await;
-            }
-            _ = &mut from_pod => {}
-        }
+        let (framing, data, out) = (self.framing, self.data, self.out);
+        // The client's side ends only with the session: the pod then has a moment to finish.
+        splice(
+            tcp,
+            &mut from_client,
+            |b| {
+                let out = out.clone();
+                async move { out.send(framing.encode(data, &b)).await.is_ok() }
+            },
+            Some(DRAIN),
+        )
+        .await;
     }
 }
 
