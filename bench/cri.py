@@ -27,7 +27,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PROFILE, LoopFs, bin_path, emit, wait_socket  # noqa: E402
-from run import shims_of  # noqa: E402
+from run import teardown  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "10"))
 LISTS = int(os.environ.get("LISTS", "50"))
@@ -133,15 +133,7 @@ def bench_daemon(kind, base, busybox_tar, pause=None):
                 dm.ctr("images", "export", exported[1], name)
         return res, exported
     finally:
-        dm.stop()
-        for p in shims_of(dm.sock):
-            try:
-                os.kill(p, 9)
-            except OSError:
-                pass
-        subprocess.run(["sh", "-c", f"grep -o ' {fs.mnt}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l"])
-        fs.close()
-        shutil.rmtree(d, ignore_errors=True)
+        teardown(dm, fs, d)
 
 
 def main():
