@@ -10,10 +10,15 @@ use wharf_tests::images;
 use wharf_tests::registry::Registry;
 
 fn setup() -> (Registry, Wharfd, String) {
+    setup_with(Wharfd::start)
+}
+
+/// A registry with busybox, pulled into namespace `test` of a wharfd that `start` starts.
+fn setup_with(start: fn() -> anyhow::Result<Wharfd>) -> (Registry, Wharfd, String) {
     wharf_tests::require_root();
     let reg = Registry::start().unwrap();
     images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
-    let w = Wharfd::start().unwrap();
+    let w = start().unwrap();
     let r = format!("{}/busybox:latest", reg.host());
     w.ctr_ok(&["-n", "test", "images", "pull", "--plain-http", &r]);
     (reg, w, r)
@@ -247,12 +252,7 @@ fn detached_exec_kill_delete_and_crash_recovery(rt: &str) {
 /// cannot be checked: those controllers belong to v1 on this host.
 #[test]
 fn detached_task_on_a_unified_cgroup_hierarchy() {
-    wharf_tests::require_root();
-    let reg = Registry::start().unwrap();
-    images::push(&reg, "busybox", "latest", &images::busybox().unwrap()).unwrap();
-    let w = Wharfd::start_unified().unwrap();
-    let r = format!("{}/busybox:latest", reg.host());
-    w.ctr_ok(&["-n", "test", "images", "pull", "--plain-http", &r]);
+    let (_reg, w, r) = setup_with(Wharfd::start_unified);
     // ctr asks for 1024 CPU shares by default; without a v2 cpu controller the runtime
     // cannot set them (cpu.weight does not exist), so ask for none.
     w.ctr_ok(&[

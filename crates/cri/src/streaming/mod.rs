@@ -263,11 +263,10 @@ fn switching(u: &Upgrade) -> Resp {
             if let Ok(v) = header::HeaderValue::from_str(accept) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
             }
-            match header::HeaderValue::from_str(protocol) {
-                Ok(v) if !protocol.is_empty() => {
-                    h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-                }
-                _ => {}
+            // None named by the client: none in the answer.
+            let named = header::HeaderValue::from_str(protocol).ok();
+            if let Some(v) = named.filter(|_| !protocol.is_empty()) {
+                h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
             }
         }
     }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,12 +101,14 @@ pub async fn splice<F, Fut>(
         let _ = wr.shutdown().await;
     };
     let from_pod = async {
-        let mut buf = vec![0u8; 32 << 10];
+        // Each read is handed on as it is, without a copy.
+        let mut buf = BytesMut::new();
         loop {
-            match rd.read(&mut buf).await {
+            buf.reserve(32 << 10);
+            match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(Bytes::copy_from_slice(&buf[..n])).await {
+                Ok(_) => {
+                    if !send(buf.split().freeze()).await {
                         break;
                     }
                 }
