@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,10 +22,15 @@ pub struct Writer {
     file: File,
     hasher: Sha256,
     offset: u64,
+    /// Offset up to which writeback has been started (see [`Writer::start_writeback`]).
+    written_back: u64,
     total: u64,
     expected: Option<Digest>,
     started_at: SystemTime,
 }
+
+/// How much written data may wait in the page cache before its writeback is started.
+const WRITEBACK_STEP: u64 = 4 << 20;
 
 fn nanos(t: SystemTime) -> String {
     t.duration_since(UNIX_EPOCH)
@@ -146,6 +152,7 @@ impl Writer {
             file,
             hasher,
             offset,
+            written_back: offset,
             total,
             expected,
             started_at,
@@ -197,6 +204,7 @@ impl Writer {
             .ctx(|| format!("truncate ingest {}", self.reference))?;
         self.hasher = Sha256::new();
         self.offset = 0;
+        self.written_back = 0;
         Ok(())
     }
 
@@ -223,6 +231,7 @@ impl Writer {
             .ctx(|| format!("write ingest {}", self.reference))?;
         self.hasher.update(data);
         self.offset += data.len() as u64;
+        self.start_writeback();
         Ok(())
     }
 
@@ -239,7 +248,31 @@ impl Writer {
     pub fn persist(&mut self, data: &[u8]) -> Result<()> {
         self.file
             .write_all(data)
-            .ctx(|| format!("write ingest {}", self.reference))
+            .ctx(|| format!("write ingest {}", self.reference))?;
+        self.start_writeback();
+        Ok(())
+    }
+
+    /// Starts (without waiting for) the disk writes of what was written since the last call,
+    /// once that is [`WRITEBACK_STEP`] or more. The disk then works while the rest of the blob
+    /// arrives, and the fsync at commit has little left to wait for, instead of all of it (the
+    /// kernel would otherwise hold a whole layer in dirty pages until that fsync). Only a hint:
+    /// an error here is ignored, the fsync at commit reports real ones.
+    fn start_writeback(&mut self) {
+        let pending = self.offset.saturating_sub(self.written_back);
+        if pending < WRITEBACK_STEP {
+            return;
+        }
+        // SAFETY: plain syscall on a file descriptor this writer owns; no memory is passed.
+        let _ = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.written_back as libc::off64_t,
+                pending as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        self.written_back = self.offset;
     }
 
     /// Verifies size and digest, then renames the data into the store. `size` 0 and `expected`
