@@ -18,7 +18,7 @@ fn ty(t: &str) -> String {
     match t {
         "Empty" => EMPTY.to_string(),
         t if t.starts_with("types::") => format!("{TYPES}::{}", &t[7..]),
-        t if t.starts_with("::") => t.to_string(),
+        t if t.starts_with("::") || t.starts_with("crate::") => t.to_string(),
         t => format!("{V1}::{t}"),
     }
 }
@@ -131,7 +131,7 @@ fn main() {
                 bidi(m(
                     "Write",
                     "write",
-                    "WriteContentRequest",
+                    "crate::content_write::WriteContentRequest",
                     "WriteContentResponse",
                 )),
                 m("Abort", "abort", "AbortRequest", "Empty"),

@@ -91,12 +91,14 @@ async fn run_pod(r: &mut Runtime, config: &pb::PodSandboxConfig) -> Result<Strin
     .pod_sandbox_id)
 }
 
+/// Creates and starts a container in `pod`; returns its id and the milliseconds each call took.
 async fn create_start(
     r: &mut Runtime,
     pod: &str,
     pod_config: &pb::PodSandboxConfig,
     c: pb::ContainerConfig,
-) -> Result<String> {
+) -> Result<(String, f64, f64)> {
+    let t = Instant::now();
     let id = r
         .create_container(pb::CreateContainerRequest {
             pod_sandbox_id: pod.into(),
@@ -107,24 +109,31 @@ async fn create_start(
         .context("CreateContainer")?
         .into_inner()
         .container_id;
+    let created = ms(t);
+    let t = Instant::now();
     r.start_container(pb::StartContainerRequest {
         container_id: id.clone(),
     })
     .await
     .context("StartContainer")?;
-    Ok(id)
+    Ok((id, created, ms(t)))
 }
 
 async fn bench(r: &mut Runtime, a: &Args, pods: &mut Vec<String>) -> Result<serde_json::Value> {
     let mut start = Vec::new();
+    let (mut run_ms, mut create_ms, mut start_ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for i in 0..a.runs.max(1) {
         let cfg = pod_config(i, &a.log_dir);
         let t = Instant::now();
         let pod = run_pod(r, &cfg).await?;
+        run_ms.push(ms(t));
         pods.push(pod.clone());
-        create_start(r, &pod, &cfg, container_config("c", &a.image)).await?;
+        let (_, created, started) =
+            create_start(r, &pod, &cfg, container_config("c", &a.image)).await?;
         start.push(ms(t));
+        create_ms.push(created);
+        start_ms.push(started);
         last = Some((pod, cfg));
     }
     let Some((pod, cfg)) = last else {
@@ -153,6 +162,9 @@ async fn bench(r: &mut Runtime, a: &Args, pods: &mut Vec<String>) -> Result<serd
     }
     Ok(serde_json::json!({
         "pod_create_start_ms": start,
+        "run_pod_sandbox_ms": run_ms,
+        "create_container_ms": create_ms,
+        "start_container_ms": start_ms,
         "list_containers_ms": lists,
         "containers": a.containers,
     }))

@@ -50,6 +50,34 @@ services! {
     streaming => "containerd.services.streaming.v1.Streaming",
 }
 
+/// Content/Write's request with its `data` as [`bytes::Bytes`]: decoded as a slice of the
+/// buffer tonic received it in, where containerd-client's type (`Vec<u8>`) copies every chunk of
+/// every ingest once more. The same message on the wire (containerd's `WriteContentRequest`,
+/// same fields and tags), so any client's requests decode as this.
+pub mod content_write {
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct WriteContentRequest {
+        /// A [`WriteAction`](crate::pb::WriteAction).
+        #[prost(enumeration = "crate::pb::WriteAction", tag = "1")]
+        pub action: i32,
+        #[prost(string, tag = "2")]
+        pub r#ref: ::prost::alloc::string::String,
+        #[prost(int64, tag = "3")]
+        pub total: i64,
+        #[prost(string, tag = "4")]
+        pub expected: ::prost::alloc::string::String,
+        #[prost(int64, tag = "5")]
+        pub offset: i64,
+        #[prost(bytes = "bytes", tag = "6")]
+        pub data: ::prost::bytes::Bytes,
+        #[prost(map = "string, string", tag = "7")]
+        pub labels: ::std::collections::HashMap<
+            ::prost::alloc::string::String,
+            ::prost::alloc::string::String,
+        >,
+    }
+}
+
 /// wharf's own consistency check service (`wharf.services.check.v1.Check`), used by
 /// `wharf system check`: metadata against what is on disk, mounts, bundles, cgroups and ingests.
 /// Its messages are declared here (there is no containerd equivalent to take them from).

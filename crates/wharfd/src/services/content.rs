@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use wharf_api::content::content_server::Content;
+use wharf_api::content_write::WriteContentRequest;
 use wharf_api::events as pb_events;
 use wharf_api::{pb, Empty};
 use wharf_core::filters::Filter;
@@ -197,7 +198,7 @@ impl Content for ContentService {
 
     async fn write(
         &self,
-        req: Request<Streaming<pb::WriteContentRequest>>,
+        req: Request<Streaming<WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
         let ns = namespace(&req)?;
         let lease = lease(&req);
@@ -232,7 +233,7 @@ impl Content for ContentService {
         .map_status()?;
 
         // File I/O runs on a blocking thread fed by this channel; responses come back the same way.
-        let (in_tx, in_rx) = mpsc::channel::<pb::WriteContentRequest>(4);
+        let (in_tx, in_rx) = mpsc::channel::<WriteContentRequest>(4);
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::WriteContentResponse, Status>>(4);
         let daemon = self.0.clone();
         tokio::spawn(async move {
@@ -288,7 +289,7 @@ fn ingest_loop(
     writer: ContentWriter,
     mut total: u64,
     mut expected: Option<Digest>,
-    mut rx: mpsc::Receiver<pb::WriteContentRequest>,
+    mut rx: mpsc::Receiver<WriteContentRequest>,
     tx: &mpsc::Sender<Result<pb::WriteContentResponse, Status>>,
 ) -> Option<(Digest, u64)> {
     let mut writer = Some(writer);
