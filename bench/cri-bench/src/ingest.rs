@@ -115,7 +115,6 @@ async fn main() -> Result<()> {
 /// `early`, the disk writes are started every 4 MiB on the way.
 fn hash_write_sync(path: &std::path::Path, data: &[u8], chunk: usize, early: bool) -> Result<f64> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     let t0 = Instant::now();
     let mut f =
         std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
@@ -127,15 +126,7 @@ fn hash_write_sync(path: &std::path::Path, data: &[u8], chunk: usize, early: boo
             .with_context(|| format!("write {}", path.display()))?;
         written += b.len();
         if early && written - started >= 4 << 20 {
-            // SAFETY: a syscall on a descriptor this function owns; no memory is passed.
-            unsafe {
-                libc::sync_file_range(
-                    f.as_raw_fd(),
-                    started as libc::off64_t,
-                    (written - started) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            wharf_core::content::start_writeback(&f, started as u64, (written - started) as u64);
             started = written;
         }
     }

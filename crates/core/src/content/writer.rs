@@ -32,6 +32,21 @@ pub struct Writer {
 /// How much written data may wait in the page cache before its writeback is started.
 const WRITEBACK_STEP: u64 = 4 << 20;
 
+/// Starts (without waiting for) writeback of `len` bytes of `file` from `offset`
+/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Only a hint: an error is ignored, the
+/// fsync that must follow reports real ones.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: a plain syscall on a descriptor `file` keeps open; no memory is passed.
+    let _ = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
 fn nanos(t: SystemTime) -> String {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -253,26 +268,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts (without waiting for) the disk writes of what was written since the last call,
-    /// once that is [`WRITEBACK_STEP`] or more. The disk then works while the rest of the blob
-    /// arrives, and the fsync at commit has little left to wait for, instead of all of it (the
-    /// kernel would otherwise hold a whole layer in dirty pages until that fsync). Only a hint:
-    /// an error here is ignored, the fsync at commit reports real ones.
+    /// Starts the disk writes of what was written since the last call, once that is
+    /// [`WRITEBACK_STEP`] or more. The disk then works while the rest of the blob arrives, and
+    /// the fsync at commit has little left to wait for, instead of all of it (the kernel would
+    /// otherwise hold a whole layer in dirty pages until that fsync).
     fn start_writeback(&mut self) {
         let pending = self.offset.saturating_sub(self.written_back);
-        if pending < WRITEBACK_STEP {
-            return;
+        if pending >= WRITEBACK_STEP {
+            start_writeback(&self.file, self.written_back, pending);
+            self.written_back = self.offset;
         }
-        // SAFETY: plain syscall on a file descriptor this writer owns; no memory is passed.
-        let _ = unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                self.written_back as libc::off64_t,
-                pending as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        self.written_back = self.offset;
     }
 
     /// Verifies size and digest, then renames the data into the store. `size` 0 and `expected`
