@@ -165,7 +165,8 @@ def main():
     # Where pod+create+start goes, call by call (not emitted to the results table).
     parts = [("  of which RunPodSandbox (ms)", "run_pod_sandbox_ms", ""),
              ("  of which CreateContainer (ms)", "create_container_ms", ""),
-             ("  of which StartContainer (ms)", "start_container_ms", "")]
+             ("  of which StartContainer (ms)", "start_container_ms", ""),
+             (f"StartContainer, the last 10 of {CONTAINERS} (ms)", "late_start_container_ms", "")]
     w, c = res.get("wharf", {}), res.get("containerd", {})
     for label, key, note in figures:
         emit(label, w.get(key), c.get(key), note)
