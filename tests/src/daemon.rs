@@ -289,7 +289,6 @@ impl Wharfd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs ctr expecting failure; returns stderr.
     /// `ctr -n NS tasks exec --exec-id EXEC_ID ID ARGV…`, asserting success; its stdout.
     pub fn exec_ok(&self, ns: &str, id: &str, exec_id: &str, argv: &[&str]) -> String {
         let mut args = vec!["-n", ns, "tasks", "exec", "--exec-id", exec_id, id];
@@ -297,6 +296,7 @@ impl Wharfd {
         self.ctr_ok(&args)
     }
 
+    /// Runs ctr expecting failure; returns stderr.
     pub fn ctr_err(&self, args: &[&str]) -> String {
         let out = self.ctr(args);
         assert!(

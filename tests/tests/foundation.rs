@@ -163,12 +163,17 @@ fn active_offset(w: &Wharfd, r: &str) -> Option<u64> {
     out.lines().find(|l| l.starts_with(r)).map(|_| 1)
 }
 
+/// `len` bytes that do not repeat within a chunk (so a misplaced chunk changes the digest).
+fn noise(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_write_resumes_and_wrong_digest_is_refused() {
     let w = Wharfd::start().unwrap();
-    let data: Vec<u8> = (0..8u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data = noise(8 << 20);
     let digest = images::sha256(&data);
     let size = data.len().to_string();
     let args = [
@@ -280,9 +285,7 @@ async fn interrupted_write_resumes_and_wrong_digest_is_refused() {
 async fn pipelined_writes_answer_in_order_and_resume() {
     use tokio_stream::wrappers::ReceiverStream;
     let w = Wharfd::start().unwrap();
-    let data: Vec<u8> = (0..3u32 << 20)
-        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
-        .collect();
+    let data = noise(3 << 20);
     let digest = images::sha256(&data);
     let chunk = 256 << 10;
     let total = data.len() as i64;

@@ -112,7 +112,7 @@ async fn main() -> Result<()> {
 }
 
 /// Seconds to hash and write `data` in `chunk`s to a new file at `path`, then fsync it; with
-/// `early`, the disk writes are started every 4 MiB on the way.
+/// `early`, the disk writes are started on the way, in the content store's steps.
 fn hash_write_sync(path: &std::path::Path, data: &[u8], chunk: usize, early: bool) -> Result<f64> {
     use std::io::Write;
     let t0 = Instant::now();
@@ -125,7 +125,7 @@ fn hash_write_sync(path: &std::path::Path, data: &[u8], chunk: usize, early: boo
         f.write_all(b)
             .with_context(|| format!("write {}", path.display()))?;
         written += b.len();
-        if early && written - started >= 4 << 20 {
+        if early && (written - started) as u64 >= wharf_core::content::WRITEBACK_STEP {
             wharf_core::content::start_writeback(&f, started as u64, (written - started) as u64);
             started = written;
         }

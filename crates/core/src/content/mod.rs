@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
-pub use writer::{start_writeback, Writer};
+pub use writer::{start_writeback, Writer, WRITEBACK_STEP};
 
 use crate::error::IoContext;
 use crate::{Digest, Error, Result};

@@ -30,7 +30,7 @@ pub struct Writer {
 }
 
 /// How much written data may wait in the page cache before its writeback is started.
-const WRITEBACK_STEP: u64 = 4 << 20;
+pub const WRITEBACK_STEP: u64 = 4 << 20;
 
 /// Starts (without waiting for) writeback of `len` bytes of `file` from `offset`
 /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Only a hint: an error is ignored, the
