@@ -120,6 +120,20 @@ impl Cri {
             &pod_md,
             Some(&cmd.name),
         );
+        // The spec before the record, so that the record is one commit: user names resolve
+        // against the image's own layers, which is what the new snapshot will show.
+        let parent = image.chain_id.as_ref().map(|c| c.to_string());
+        let layers = match &parent {
+            Some(p) => self
+                .snapshotter
+                .chain_dirs(NAMESPACE, p)
+                .map_err(|e| Error::from(e).context(format!("image {image_name:?}")))?,
+            None => Vec::new(),
+        };
+        let root = crate::spec::passwd_root(&layers);
+        let mut spec = wharf_core::spec::generate(&image.config, root.as_deref(), &opts)?;
+        crate::spec::adjust_for_pod_pid(&mut spec, &opts);
+        let spec = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
         {
             let _names = self.names.lock().await;
             if let Some(owner) = self.name_owner(KIND_CONTAINER, &name)? {
@@ -127,6 +141,7 @@ impl Cri {
                     "failed to reserve container name {name:?}: name {name:?} is reserved for {owner:?}"
                 )));
             }
+            // The record first: it reserves the name and makes the snapshot a GC root.
             let record = store::record(
                 &id,
                 labels,
@@ -137,34 +152,20 @@ impl Cri {
                     .unwrap_or(&image.id),
                 self.snapshotter.name(),
                 sandbox.id(),
-                b"{}".to_vec(),
+                spec,
             );
             self.db
                 .container_create(NAMESPACE, store::with_container_meta(record, &meta)?)?;
         }
-        let made = async {
-            let parent = image.chain_id.as_ref().map(|c| c.to_string());
-            let snapshotter = self.snapshotter.clone();
-            let key = id.clone();
-            let mounts = tokio::task::spawn_blocking(move || {
-                snapshotter.prepare(NAMESPACE, &key, parent.as_deref(), Labels::new(), None)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
-            let root = crate::spec::passwd_root(&mounts);
-            let mut spec = wharf_core::spec::generate(&image.config, root.as_deref(), &opts)?;
-            crate::spec::adjust_for_pod_pid(&mut spec, &opts);
-            let spec =
-                serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
-            let mut c = self.container(&id)?;
-            c.record.spec = Some(wharf_core::metadata::Payload {
-                type_url: store::SPEC_TYPE.into(),
-                value: spec,
-            });
-            self.save_spec(&c.record)
-        }
-        .await;
-        if let Err(e) = made {
+        let snapshotter = self.snapshotter.clone();
+        let key = id.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            snapshotter.prepare(NAMESPACE, &key, parent.as_deref(), Labels::new(), None)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("prepare task: {e}")))
+        .and_then(|r| r.map_err(Error::from));
+        if let Err(e) = prepared {
             let _ = self.snapshotter.remove(NAMESPACE, &id);
             let _ = self.db.container_delete(NAMESPACE, &id);
             return Err(e);

@@ -85,22 +85,30 @@ impl Cri {
         self.state.join("cri").join("netns")
     }
 
+    /// Where the network namespace of pod `id` is pinned.
+    pub(crate) fn pod_netns_path(&self, id: &str) -> PathBuf {
+        self.netns_dir().join(id)
+    }
+
     pub(crate) fn pod_dir(&self, id: &str) -> PathBuf {
         self.state.join("cri").join("sandboxes").join(id)
     }
 
-    /// A new network namespace for a pod, not on the network yet: the pause container can be
-    /// created in it while CNI attaches it ([`Cri::attach_pod_network`]). Fails before creating
-    /// anything when there is no CNI configuration.
-    pub(crate) async fn create_pod_netns(&self, id: &str) -> Result<PodNetns> {
+    /// The CNI network pods join: the first of `cni_conf_dir`. Checked before a pod is made,
+    /// so that a machine with no CNI configuration fails a pod before creating anything.
+    pub(crate) fn pod_network_config(&self) -> Result<NetworkConfig> {
         let cni = self.cni();
-        let net = cni
-            .load_conf_dir()
+        cni.load_conf_dir()
             .map_err(|e| e.to_string())
             .and_then(|n| {
                 n.ok_or_else(|| format!("no network config found in {}", cni.conf_dir.display()))
             })
-            .map_err(|e| Error::FailedPrecondition(format!("cni plugin not initialized: {e}")))?;
+            .map_err(|e| Error::FailedPrecondition(format!("cni plugin not initialized: {e}")))
+    }
+
+    /// A new network namespace for a pod, at [`Cri::pod_netns_path`], not on `net` yet: the
+    /// pause container can be created in it while CNI attaches it ([`Cri::attach_pod_network`]).
+    pub(crate) async fn create_pod_netns(&self, id: &str, net: NetworkConfig) -> Result<PodNetns> {
         let dir = self.netns_dir();
         let name = id.to_string();
         let netns = blocking(move || Netns::create(&dir, &name)).await?;

@@ -105,7 +105,18 @@ impl Cri {
             runtime_handler: handler,
             ..Default::default()
         };
-        // The record first (it reserves the name and makes the snapshot a GC root).
+        let net = if host_net {
+            None
+        } else {
+            // Where the namespace will be: the spec names it before it exists.
+            meta.netns = self.pod_netns_path(id).display().to_string();
+            Some(self.pod_network_config()?)
+        };
+        let opts = crate::spec::sandbox_options(id, config, &meta.netns)?;
+        let spec = wharf_core::spec::generate(&image.config, None, &opts)?;
+        let spec = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
+        // The record first, spec and all in one commit: it reserves the name and makes the
+        // snapshot a GC root.
         let labels = store::labels(&config.labels, KIND_SANDBOX, name, &md, None);
         let record = store::record(
             id,
@@ -117,37 +128,17 @@ impl Cri {
                 .unwrap_or(&image.id),
             self.snapshotter.name(),
             "",
-            b"{}".to_vec(),
+            spec.clone(),
         );
         self.db
             .container_create(NAMESPACE, store::with_sandbox_meta(record, &meta)?)?;
         undo.record = true;
         drop(names);
 
-        let pod_ns = if host_net {
-            None
-        } else {
-            let ns = self.create_pod_netns(id).await?;
-            meta.netns = ns.path();
-            undo.netns = Some(meta.clone());
-            Some(ns)
-        };
-
-        let opts = crate::spec::sandbox_options(id, config, &meta.netns)?;
-        let spec = wharf_core::spec::generate(&image.config, None, &opts)?;
-        let spec = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
-        let mut sandbox = self.sandbox(id)?;
-        sandbox.meta = meta.clone();
-        sandbox.record.spec = Some(wharf_core::metadata::Payload {
-            type_url: store::SPEC_TYPE.into(),
-            value: spec.clone(),
-        });
-        self.save_spec(&sandbox.record)?;
-        self.save_sandbox_meta(&sandbox)?;
-
         // The pause container starts while CNI attaches its namespace (pause never uses the
         // network, and the pod is nobody's until this returns): a pod costs the longer of the
-        // two, not their sum.
+        // two, not their sum. The pause task waits only for the namespace to exist.
+        let (netns_made, netns_ready) = tokio::sync::oneshot::channel::<()>();
         let (mut prepared, mut created) = (false, false);
         let pause = async {
             let snapshotter = self.snapshotter.clone();
@@ -158,44 +149,49 @@ impl Cri {
             .await
             .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
             prepared = true;
+            if !host_net && netns_ready.await.is_err() {
+                return Err(Error::Internal(format!(
+                    "sandbox {id}: no network namespace to start in"
+                )));
+            }
             let (shim, _) = self.create_task(id, spec, "", "", "").await?;
             created = true;
             shim.start("").await?;
             Ok::<(), Error>(())
         };
         let network = async {
-            match &pod_ns {
-                Some(ns) => self.attach_pod_network(id, config, ns).await.map(Some),
-                None => Ok(None),
+            let Some(net) = net else {
+                return Ok(None);
+            };
+            let ns = self.create_pod_netns(id, net).await?;
+            let _ = netns_made.send(());
+            match self.attach_pod_network(id, config, &ns).await {
+                Ok(net) => Ok(Some(net)),
+                Err(e) => {
+                    // CNI DEL was tried already; a teardown now would fail the same way and
+                    // keep the namespace for a retry nobody will make.
+                    self.remove_pod_netns(ns).await;
+                    Err(e)
+                }
             }
         };
         let (paused, attached) = tokio::join!(pause, network);
         undo.snapshot = prepared;
         undo.task = created;
-        let attached = match attached {
-            Ok(a) => a,
-            Err(e) => {
-                // CNI DEL was tried already; a teardown now would fail the same way and keep
-                // the namespace for a retry nobody will make.
-                if let Some(ns) = pod_ns {
-                    self.remove_pod_netns(ns).await;
-                }
-                undo.netns = None;
-                return Err(e);
-            }
-        };
-        paused?;
-        if let Some(net) = attached {
-            meta.ip = net.ip;
-            meta.additional_ips = net.additional_ips;
-            meta.network = net.network;
+        if let Ok(Some(net)) = &attached {
+            meta.ip = net.ip.clone();
+            meta.additional_ips = net.additional_ips.clone();
+            meta.network = net.network.clone();
             undo.netns = Some(meta.clone());
         }
+        attached?;
+        paused?;
         meta.etc_dir = self
             .write_pod_etc(id, config, &meta.ip, host_net)?
             .display()
             .to_string();
         undo.etc = true;
+        let mut sandbox = self.sandbox(id)?;
         sandbox.meta = meta;
         self.save_sandbox_meta(&sandbox)?;
         Ok(())

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Mount;
 use wharf_api::cri as pb;
-use wharf_core::snapshots::Mount as SnapshotMount;
 use wharf_core::spec::{DeviceMapping, NamespaceMode, Namespaces, Seccomp, SpecOptions};
 
 use crate::store::{namespace_options, Sandbox};
@@ -498,27 +497,13 @@ fn v1_hierarchies(root: &Path) -> Vec<String> {
 }
 
 /// A directory holding the image's `/etc/passwd` and `/etc/group` as the container will see
-/// them (the topmost layer that has them), for user name resolution before the rootfs is
-/// mounted.
-pub fn passwd_root(mounts: &[SnapshotMount]) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for m in mounts {
-        if m.kind == "overlay" {
-            for o in &m.options {
-                if let Some(u) = o.strip_prefix("upperdir=") {
-                    dirs.push(PathBuf::from(u));
-                }
-            }
-            for o in &m.options {
-                if let Some(l) = o.strip_prefix("lowerdir=") {
-                    dirs.extend(l.split(':').map(PathBuf::from));
-                }
-            }
-        } else if !m.source.is_empty() {
-            dirs.push(PathBuf::from(&m.source));
-        }
-    }
-    dirs.into_iter().find(|d| d.join("etc/passwd").exists())
+/// them: the topmost of `layers` (the image's snapshot directories, top first) that has them,
+/// for user name resolution before the container's snapshot exists.
+pub fn passwd_root(layers: &[PathBuf]) -> Option<PathBuf> {
+    layers
+        .iter()
+        .find(|d| d.join("etc/passwd").exists())
+        .cloned()
 }
 
 /// The resources of UpdateContainerResources as the OCI `LinuxResources` JSON shims take.

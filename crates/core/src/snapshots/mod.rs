@@ -108,6 +108,10 @@ pub struct SnapshotStore {
     /// Held while a snapshot is between its directory and its record, and by cleanup, so cleanup
     /// never takes a directory being created for an orphan.
     create_lock: Arc<std::sync::Mutex<()>>,
+    /// Last directory number handed out. It starts above both the stored sequence and every
+    /// directory on disk, so an id is never reused, not even one a crash left as an orphan; the
+    /// record's own transaction stores the sequence, so handing out an id costs no commit.
+    last_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn not_found(key: &str) -> Error {
@@ -126,14 +130,26 @@ impl SnapshotStore {
         let snaps = root.join("snapshots");
         fs::create_dir_all(&snaps).ctx(|| format!("create {}", snaps.display()))?;
         let tx = db.database().begin_write()?;
-        tx.open_table(SEQUENCE)?;
+        let stored = tx
+            .open_table(SEQUENCE)?
+            .get(name)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         tx.commit()?;
+        let mut last = stored;
+        for e in fs::read_dir(&snaps).ctx(|| format!("read {}", snaps.display()))? {
+            let e = e.ctx(|| format!("read {}", snaps.display()))?;
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                last = last.max(n);
+            }
+        }
         Ok(SnapshotStore {
             name: name.to_string(),
             root,
             db,
             backend,
             create_lock: Arc::new(std::sync::Mutex::new(())),
+            last_id: Arc::new(std::sync::atomic::AtomicU64::new(last)),
         })
     }
 
@@ -174,6 +190,12 @@ impl SnapshotStore {
             }
         }
         Ok(out)
+    }
+
+    /// The `fs` directories of snapshot `key` and its parents, `key`'s own first: what a view
+    /// of `key` shows, layer by layer, without making one.
+    pub fn chain_dirs(&self, ns: &str, key: &str) -> Result<Vec<PathBuf>> {
+        self.parent_dirs(ns, Some(key))
     }
 
     pub fn stat(&self, ns: &str, key: &str) -> Result<Info> {
@@ -284,8 +306,15 @@ impl SnapshotStore {
             .create_lock
             .lock()
             .map_err(|_| Error::internal("snapshot lock poisoned"))?;
-        let id = self.next_id()?;
+        let n = self
+            .last_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let id = n.to_string();
         let dir = self.dir(&id);
+        // A new directory, never one already there: ids are unique, and an existing directory
+        // would be some other writer's.
+        fs::create_dir(&dir).ctx(|| format!("create {}", dir.display()))?;
         // Storage first, then the record: a crash in between leaves an orphan dir for cleanup.
         if let Err(e) = self.backend.create(&dir, &parents, kind) {
             let _ = fs::remove_dir_all(&dir);
@@ -310,6 +339,13 @@ impl SnapshotStore {
                     return Err(Error::AlreadyExists(format!("snapshot {key}")));
                 }
                 t.insert((ns, self.name.as_str(), key), encode(&info)?.as_slice())?;
+            }
+            {
+                let mut seq = tx.open_table(SEQUENCE)?;
+                let stored = seq.get(self.name.as_str())?.map(|v| v.value()).unwrap_or(0);
+                if n > stored {
+                    seq.insert(self.name.as_str(), n)?;
+                }
             }
             if let Some(l) = lease {
                 crate::metadata::add_lease_resource(
@@ -545,18 +581,6 @@ impl SnapshotStore {
             }
         }
         Ok(out)
-    }
-
-    fn next_id(&self) -> Result<String> {
-        let tx = self.db.database().begin_write()?;
-        let n = {
-            let mut t = tx.open_table(SEQUENCE)?;
-            let n = t.get(self.name.as_str())?.map(|v| v.value()).unwrap_or(0) + 1;
-            t.insert(self.name.as_str(), n)?;
-            n
-        };
-        tx.commit()?;
-        Ok(n.to_string())
     }
 }
 

@@ -262,3 +262,51 @@ fn gc_removes_unreferenced_snapshots() {
     assert_eq!(keys.len(), 3);
     assert_eq!(s.cleanup().unwrap(), 3);
 }
+
+#[test]
+fn ids_are_never_reused_across_restarts_or_orphans() {
+    let (t, db, s) = setup(false);
+    let ns = "default";
+    s.prepare(ns, "a", None, Labels::new(), None).unwrap();
+    let a: u64 = s.stat(ns, "a").unwrap().id.parse().unwrap();
+    // A crash between a directory and its record leaves an orphan numbered past the stored
+    // sequence; so does a directory someone made by hand.
+    std::fs::create_dir_all(s.root().join(format!("snapshots/{}/fs", a + 5))).unwrap();
+    drop(s);
+    let reopen = || {
+        SnapshotStore::open(
+            "native",
+            t.path().join("native"),
+            db.clone(),
+            Arc::new(Native),
+        )
+        .unwrap()
+    };
+    let s = reopen();
+    s.prepare(ns, "b", None, Labels::new(), None).unwrap();
+    let b: u64 = s.stat(ns, "b").unwrap().id.parse().unwrap();
+    assert_eq!(b, a + 6, "a new id skips the orphan's");
+    // The orphan goes; the stored sequence still keeps its number from coming back.
+    assert_eq!(s.cleanup().unwrap(), 1);
+    drop(s);
+    let s = reopen();
+    s.prepare(ns, "c", None, Labels::new(), None).unwrap();
+    let c: u64 = s.stat(ns, "c").unwrap().id.parse().unwrap();
+    assert_eq!(c, b + 1);
+    // Concurrent prepares get distinct directories.
+    let ids: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let s = &s;
+                sc.spawn(move || {
+                    s.prepare(ns, &format!("p{i}"), None, Labels::new(), None)
+                        .unwrap();
+                    s.stat(ns, &format!("p{i}")).unwrap().id
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 8);
+}
