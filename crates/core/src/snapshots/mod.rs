@@ -106,12 +106,11 @@ pub struct SnapshotStore {
     db: Db,
     backend: Arc<dyn Backend>,
     /// Held while a snapshot is between its directory and its record, and by cleanup, so cleanup
-    /// never takes a directory being created for an orphan.
-    create_lock: Arc<std::sync::Mutex<()>>,
-    /// Last directory number handed out. It starts above both the stored sequence and every
-    /// directory on disk, so an id is never reused, not even one a crash left as an orphan; the
-    /// record's own transaction stores the sequence, so handing out an id costs no commit.
-    last_id: Arc<std::sync::atomic::AtomicU64>,
+    /// never takes a directory being created for an orphan. It guards the last directory number
+    /// handed out, which starts above both the stored sequence and every directory on disk, so
+    /// an id is never reused, not even one a crash left as an orphan; the record's own
+    /// transaction stores the sequence, so handing out an id costs no commit.
+    create_lock: Arc<std::sync::Mutex<u64>>,
 }
 
 fn not_found(key: &str) -> Error {
@@ -148,8 +147,7 @@ impl SnapshotStore {
             root,
             db,
             backend,
-            create_lock: Arc::new(std::sync::Mutex::new(())),
-            last_id: Arc::new(std::sync::atomic::AtomicU64::new(last)),
+            create_lock: Arc::new(std::sync::Mutex::new(last)),
         })
     }
 
@@ -302,14 +300,12 @@ impl SnapshotStore {
             return Err(Error::AlreadyExists(format!("snapshot {key}")));
         }
         let parents = self.parent_dirs(ns, parent)?;
-        let _creating = self
+        let mut last_id = self
             .create_lock
             .lock()
             .map_err(|_| Error::internal("snapshot lock poisoned"))?;
-        let n = self
-            .last_id
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
+        *last_id += 1;
+        let n = *last_id;
         let id = n.to_string();
         let dir = self.dir(&id);
         // A new directory, never one already there: ids are unique, and an existing directory
