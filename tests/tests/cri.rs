@@ -899,10 +899,21 @@ fn cri_pods_network_containers_logs_exec_stats() {
         let b = run_pod(&mut r, &cfg_b).await.expect("RunPodSandbox b");
         let ip_b = pod_status(&mut r, &b).await.network.unwrap().ip;
         assert!(ip_b.starts_with(&env.prefix) && ip_b != ip_a, "{ip_b}");
+        // Hugepage limits where the kernel has 2 MB pages and the hugetlb controller is mounted.
+        let huge = std::path::Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists()
+            && std::path::Path::new("/sys/fs/cgroup/hugetlb").is_dir();
+        let hugepages = |limit: u64| {
+            if huge {
+                vec![pb::HugepageLimit { page_size: "2MB".into(), limit }]
+            } else {
+                Vec::new()
+            }
+        };
         let mut sleeper = container_config("sleeper", &image, &["sleep", "3600"]);
         sleeper.linux = Some(pb::LinuxContainerConfig {
             resources: Some(pb::LinuxContainerResources {
                 memory_limit_in_bytes: 128 << 20,
+                hugepage_limits: hugepages(4 << 20),
                 ..Default::default()
             }),
             security_context: None,
@@ -972,20 +983,55 @@ fn cri_pods_network_containers_logs_exec_stats() {
         assert!(all.iter().any(|s| s.attributes.as_ref().unwrap().id == web_id), "{all:?}");
 
         // UpdateContainerResources changes the memory limit of the running container.
+        // Memory+swap follows the memory limit (no swapping past it, as containerd sets it)
+        // where the kernel accounts swap; hugepages follow theirs.
         let limit = |r: pb::ExecSyncResponse| out(&r);
         let cat = ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"];
+        let memsw = std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+        let cat_memsw = ["cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"];
+        let cat_huge = ["cat", "/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes"];
         assert_eq!(limit(exec(&mut r, &sl, &cat).await), (128u64 << 20).to_string());
-        r.update_container_resources(pb::UpdateContainerResourcesRequest {
-            container_id: sl.clone(),
-            linux: Some(pb::LinuxContainerResources {
-                memory_limit_in_bytes: 64 << 20,
+        if memsw {
+            assert_eq!(limit(exec(&mut r, &sl, &cat_memsw).await), (128u64 << 20).to_string());
+        }
+        if huge {
+            assert_eq!(limit(exec(&mut r, &sl, &cat_huge).await), (4u64 << 20).to_string());
+        }
+        for (mem, huge_limit) in [(64u64 << 20, 8u64 << 20), (256 << 20, 0)] {
+            r.update_container_resources(pb::UpdateContainerResourcesRequest {
+                container_id: sl.clone(),
+                linux: Some(pb::LinuxContainerResources {
+                    memory_limit_in_bytes: mem as i64,
+                    hugepage_limits: hugepages(huge_limit),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("UpdateContainerResources");
-        assert_eq!(limit(exec(&mut r, &sl, &cat).await), (64u64 << 20).to_string());
+            })
+            .await
+            .expect("UpdateContainerResources");
+            assert_eq!(limit(exec(&mut r, &sl, &cat).await), mem.to_string());
+            if memsw {
+                assert_eq!(limit(exec(&mut r, &sl, &cat_memsw).await), mem.to_string());
+            }
+            if huge {
+                assert_eq!(limit(exec(&mut r, &sl, &cat_huge).await), huge_limit.to_string());
+            }
+        }
+        // A page size this host lacks is refused, and the limits stay.
+        let err = r
+            .update_container_resources(pb::UpdateContainerResourcesRequest {
+                container_id: sl.clone(),
+                linux: Some(pb::LinuxContainerResources {
+                    memory_limit_in_bytes: 32 << 20,
+                    hugepage_limits: vec![pb::HugepageLimit { page_size: "3MB".into(), limit: 0 }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert_eq!(limit(exec(&mut r, &sl, &cat).await), (256u64 << 20).to_string());
 
         // Log rotation as kubelet does it: rename, ReopenContainerLog, new lines in a new file.
         let ticker = create(

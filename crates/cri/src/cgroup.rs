@@ -109,6 +109,75 @@ impl CgroupFs {
     }
 }
 
+/// What the host's cgroups can limit, as container specs need to know it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLimits {
+    /// The controllers are on the unified (v2) hierarchy.
+    pub v2: bool,
+    /// Memory+swap can be limited (v1 `memory.memsw.*`, v2 `memory.swap.max`).
+    pub swap: bool,
+    /// HugeTLB page sizes the kernel has, as cgroup files name them (`2MB`, `1GB`).
+    pub hugepage_sizes: Vec<String>,
+}
+
+/// The host's limits, read once: none of them changes while the kernel runs.
+pub fn host_limits() -> &'static HostLimits {
+    static LIMITS: std::sync::OnceLock<HostLimits> = std::sync::OnceLock::new();
+    LIMITS.get_or_init(|| {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        CgroupFs::host().limits(&own, Path::new("/sys/kernel/mm/hugepages"))
+    })
+}
+
+impl CgroupFs {
+    /// `own_cgroup` is /proc/self/cgroup's text: on v2 the swap file exists only below the
+    /// root, so it is looked for in our own cgroup (as containerd does).
+    fn limits(&self, own_cgroup: &str, hugepages: &Path) -> HostLimits {
+        let swap = if self.v2 {
+            own_cgroup
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .and_then(|p| relative(p).ok().map(Path::to_path_buf))
+                .is_some_and(|rel| self.root.join(rel).join("memory.swap.max").exists())
+        } else {
+            self.root
+                .join("memory/memory.memsw.limit_in_bytes")
+                .exists()
+        };
+        let mut hugepage_sizes: Vec<String> = std::fs::read_dir(hugepages)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let kb: u64 = name
+                    .strip_prefix("hugepages-")?
+                    .strip_suffix("kB")?
+                    .parse()
+                    .ok()?;
+                Some(page_size_name(kb))
+            })
+            .collect();
+        hugepage_sizes.sort();
+        HostLimits {
+            v2: self.v2,
+            swap,
+            hugepage_sizes,
+        }
+    }
+}
+
+/// `2048` (kB) → `2MB`, the kernel's hugetlb file naming.
+fn page_size_name(kb: u64) -> String {
+    if kb >= 1 << 20 && kb.is_multiple_of(1 << 20) {
+        format!("{}GB", kb >> 20)
+    } else if kb >= 1 << 10 && kb.is_multiple_of(1 << 10) {
+        format!("{}MB", kb >> 10)
+    } else {
+        format!("{kb}KB")
+    }
+}
+
 /// `path` below the hierarchy's root, refusing `..`.
 fn relative(path: &str) -> Result<&Path> {
     let rel = path.trim_start_matches('/');
@@ -209,6 +278,36 @@ mod tests {
         assert_eq!(u.working_set, 1500);
         assert_eq!(u.rss, 900);
         assert_eq!((u.page_faults, u.major_page_faults, u.pids), (11, 1, 2));
+    }
+
+    #[test]
+    fn host_limits_swap_and_hugepage_sizes() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let huge = r.join("hugepages");
+        for kb in ["2048", "1048576", "64"] {
+            std::fs::create_dir_all(huge.join(format!("hugepages-{kb}kB"))).unwrap();
+        }
+        std::fs::create_dir_all(huge.join("not-a-size")).unwrap();
+        // v1: swap is limited when memory.memsw.* exists at the memory hierarchy's root.
+        let v1 = CgroupFs::at(r, false);
+        let l = v1.limits("", &huge);
+        assert_eq!(l.hugepage_sizes, ["1GB", "2MB", "64KB"]);
+        assert!(!l.swap && !l.v2);
+        write(&r.join("memory/memory.memsw.limit_in_bytes"), "-1\n");
+        assert!(v1.limits("", &huge).swap);
+        // v2: memory.swap.max exists below the root only, so our own cgroup is asked.
+        let v2 = CgroupFs::at(r, true);
+        let own = "0::/system.slice/wharf.service\n";
+        assert!(!v2.limits(own, &huge).swap);
+        write(
+            &r.join("system.slice/wharf.service/memory.swap.max"),
+            "max\n",
+        );
+        let l = v2.limits(own, &huge);
+        assert!(l.swap && l.v2);
+        assert!(!v2.limits("0::/\n", &huge).swap);
+        assert!(v2.limits("", &r.join("none")).hugepage_sizes.is_empty());
     }
 
     #[test]

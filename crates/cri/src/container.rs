@@ -92,6 +92,7 @@ impl Cri {
                 pause_pid,
                 image_name: &image_name,
             },
+            crate::cgroup::host_limits(),
         )?;
         let meta = ContainerMeta {
             config: store::encode_pb(&config),
@@ -360,7 +361,7 @@ impl Cri {
         let id = c.id().to_string();
         let lock = self.lock_of(&id);
         let _held = lock.lock().await;
-        let json = crate::spec::linux_resources(&r);
+        let json = crate::spec::linux_resources(&r, crate::cgroup::host_limits())?;
         if let Some(shim) = self.shim(&id).await {
             let value = serde_json::to_vec(&json)
                 .map_err(|e| Error::Internal(format!("resources: {e}")))?;

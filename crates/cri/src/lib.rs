@@ -45,6 +45,7 @@ mod task;
 /// Pure checks of client input, exported for the fuzz targets (`fuzz/`) only.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::cgroup::HostLimits;
     pub use crate::container::log_path;
     pub use crate::spec::linux_resources;
 }

@@ -9,6 +9,7 @@ use oci_spec::runtime::Mount;
 use wharf_api::cri as pb;
 use wharf_core::spec::{DeviceMapping, NamespaceMode, Namespaces, Seccomp, SpecOptions};
 
+use crate::cgroup::HostLimits;
 use crate::store::{namespace_options, Sandbox};
 use crate::{Error, Result};
 
@@ -251,17 +252,70 @@ pub struct PodContext<'a> {
     pub image_name: &'a str,
 }
 
+/// Sets the cgroup limits of `opts` from CRI's resources, as containerd does: a memory limit
+/// also caps memory+swap (no swapping past the limit) where the host can limit swap;
+/// hugepage sizes must be the host's, unified (v2) files need a v2 host.
+fn set_resources(
+    opts: &mut SpecOptions,
+    res: &pb::LinuxContainerResources,
+    host: &HostLimits,
+) -> Result<()> {
+    let pos = |v: i64| (v > 0).then_some(v);
+    let (limit, swap) = (res.memory_limit_in_bytes, res.memory_swap_limit_in_bytes);
+    opts.memory_limit = pos(limit);
+    opts.memory_swap = match (host.swap, swap, limit) {
+        (false, _, _) => None,
+        (true, 0, l) => pos(l),
+        (true, s, _) => Some(s),
+    };
+    opts.cpu_quota = pos(res.cpu_quota);
+    opts.cpu_period = pos(res.cpu_period).map(|p| p as u64);
+    opts.cpu_shares = pos(res.cpu_shares).map(|s| s as u64);
+    opts.cpuset_cpus = (!res.cpuset_cpus.is_empty()).then(|| res.cpuset_cpus.clone());
+    opts.cpuset_mems = (!res.cpuset_mems.is_empty()).then(|| res.cpuset_mems.clone());
+    opts.hugepage_limits = Vec::with_capacity(res.hugepage_limits.len());
+    for h in &res.hugepage_limits {
+        if !host.hugepage_sizes.contains(&h.page_size) {
+            return Err(Error::InvalidArgument(format!(
+                "hugepage size {:?} is not one this host has ({})",
+                h.page_size,
+                host.hugepage_sizes.join(", ")
+            )));
+        }
+        opts.hugepage_limits.push((h.page_size.clone(), h.limit));
+    }
+    if !res.unified.is_empty() && !host.v2 {
+        return Err(Error::InvalidArgument(
+            "unified (cgroup v2) resources cannot be set on a cgroup v1 host".into(),
+        ));
+    }
+    opts.unified = res.unified.clone();
+    Ok(())
+}
+
 /// A container's options.
 #[allow(deprecated)] // seccomp_profile_path: older kubelets still send it
 pub fn container_options(
     id: &str,
     c: &pb::ContainerConfig,
     pod: &PodContext<'_>,
+    host: &HostLimits,
 ) -> Result<SpecOptions> {
     let sandbox = pod.sandbox;
     let linux = c.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
     let res = linux.resources.clone().unwrap_or_default();
+    let pod_privileged = sandbox
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
+    if sc.privileged && !pod_privileged {
+        return Err(Error::InvalidArgument(
+            "no privileged container allowed in sandbox: the pod is not privileged".into(),
+        ));
+    }
     let pod_ns = namespace_options(sandbox.config.linux.as_ref());
     let ns = sc.namespace_options.clone().unwrap_or(pod_ns.clone());
     let proc_ns = |kind: &str| {
@@ -344,7 +398,6 @@ pub fn container_options(
     {
         env.push(format!("HOSTNAME={}", sandbox.config.hostname));
     }
-    let pos = |v: i64| (v > 0).then_some(v);
     let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let parent = sandbox
         .config
@@ -362,7 +415,7 @@ pub fn container_options(
             "user group is specified without user".into(),
         ));
     }
-    Ok(SpecOptions {
+    let mut opts = SpecOptions {
         entrypoint: (!c.command.is_empty()).then(|| c.command.clone()),
         args: (!c.args.is_empty()).then(|| c.args.clone()),
         env,
@@ -381,14 +434,8 @@ pub fn container_options(
             seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?
         },
         mounts,
-        memory_limit: pos(res.memory_limit_in_bytes),
-        memory_swap: pos(res.memory_swap_limit_in_bytes)
-            .filter(|s| res.memory_limit_in_bytes > 0 && *s >= res.memory_limit_in_bytes),
-        cpu_quota: pos(res.cpu_quota),
-        cpu_period: pos(res.cpu_period).map(|p| p as u64),
-        cpu_shares: pos(res.cpu_shares).map(|s| s as u64),
-        cpuset_cpus: (!res.cpuset_cpus.is_empty()).then(|| res.cpuset_cpus.clone()),
-        oom_score_adj: (res.oom_score_adj != 0).then(|| oom_score(res.oom_score_adj as i32)),
+        // Always set, 0 included: left unset, the container would inherit the shim's score.
+        oom_score_adj: Some(oom_score(res.oom_score_adj.clamp(-1000, 1000) as i32)),
         cgroups_path: cgroups_path(&parent, id),
         namespaces,
         annotations,
@@ -405,7 +452,9 @@ pub fn container_options(
             .collect(),
         apparmor_profile: None,
         ..Default::default()
-    })
+    };
+    set_resources(&mut opts, &res, host)?;
+    Ok(opts)
 }
 
 /// The v1 controllers libcontainer makes a container's cgroup in.
@@ -506,41 +555,475 @@ pub fn passwd_root(layers: &[PathBuf]) -> Option<PathBuf> {
         .cloned()
 }
 
-/// The resources of UpdateContainerResources as the OCI `LinuxResources` JSON shims take.
-pub fn linux_resources(r: &pb::LinuxContainerResources) -> serde_json::Value {
-    let mut cpu = serde_json::Map::new();
-    if r.cpu_shares > 0 {
-        cpu.insert("shares".into(), r.cpu_shares.into());
-    }
-    if r.cpu_quota != 0 {
-        cpu.insert("quota".into(), r.cpu_quota.into());
-    }
-    if r.cpu_period > 0 {
-        cpu.insert("period".into(), r.cpu_period.into());
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
-    }
-    let mut out = serde_json::Map::new();
-    if !cpu.is_empty() {
-        out.insert("cpu".into(), cpu.into());
-    }
-    if r.memory_limit_in_bytes > 0 {
-        let mut mem = serde_json::Map::new();
-        mem.insert("limit".into(), r.memory_limit_in_bytes.into());
-        if r.memory_swap_limit_in_bytes > 0 {
-            mem.insert("swap".into(), r.memory_swap_limit_in_bytes.into());
+/// The resources of UpdateContainerResources as the OCI `LinuxResources` JSON shims take,
+/// checked and defaulted as at creation.
+pub fn linux_resources(
+    r: &pb::LinuxContainerResources,
+    host: &HostLimits,
+) -> Result<serde_json::Value> {
+    let mut opts = SpecOptions::default();
+    set_resources(&mut opts, r, host)?;
+    let res = wharf_core::spec::resources(&opts)?;
+    serde_json::to_value(res).map_err(|e| Error::Internal(format!("resources: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use wharf_core::metadata::Container;
+
+    use super::*;
+    use crate::store::SandboxMeta;
+
+    const MI: i64 = 1 << 20;
+
+    fn host_v1() -> HostLimits {
+        HostLimits {
+            v2: false,
+            swap: true,
+            hugepage_sizes: vec!["1GB".into(), "2MB".into()],
         }
-        out.insert("memory".into(), mem.into());
     }
-    if !r.unified.is_empty() {
-        out.insert(
-            "unified".into(),
-            serde_json::to_value(&r.unified).unwrap_or_default(),
+
+    fn pod(privileged: bool, host_net: bool) -> Sandbox {
+        let mode = if host_net {
+            pb::NamespaceMode::Node
+        } else {
+            pb::NamespaceMode::Pod
+        };
+        Sandbox {
+            record: Container {
+                id: "pod1".into(),
+                labels: Default::default(),
+                image: String::new(),
+                runtime_name: String::new(),
+                runtime_options: None,
+                spec: None,
+                snapshotter: String::new(),
+                snapshot_key: String::new(),
+                extensions: Default::default(),
+                sandbox: String::new(),
+                created_at: SystemTime::UNIX_EPOCH,
+                updated_at: SystemTime::UNIX_EPOCH,
+            },
+            meta: SandboxMeta {
+                netns: "/run/wharf/netns/pod1".into(),
+                etc_dir: "/run/wharf/pods/pod1".into(),
+                ..Default::default()
+            },
+            config: pb::PodSandboxConfig {
+                metadata: Some(pb::PodSandboxMetadata {
+                    name: "web".into(),
+                    namespace: "default".into(),
+                    uid: "u1".into(),
+                    attempt: 0,
+                }),
+                hostname: "web-0".into(),
+                linux: Some(pb::LinuxPodSandboxConfig {
+                    cgroup_parent: "/kubepods/pod-u1/".into(),
+                    security_context: Some(pb::LinuxSandboxSecurityContext {
+                        privileged,
+                        namespace_options: Some(pb::NamespaceOption {
+                            network: mode as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn config(
+        res: pb::LinuxContainerResources,
+        sc: pb::LinuxContainerSecurityContext,
+    ) -> pb::ContainerConfig {
+        pb::ContainerConfig {
+            metadata: Some(pb::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            command: vec!["sleep".into()],
+            args: vec!["60".into()],
+            linux: Some(pb::LinuxContainerConfig {
+                resources: Some(res),
+                security_context: Some(sc),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn options(
+        sandbox: &Sandbox,
+        c: &pb::ContainerConfig,
+        host: &HostLimits,
+    ) -> Result<SpecOptions> {
+        container_options(
+            "c1",
+            c,
+            &PodContext {
+                sandbox,
+                pause_pid: 4242,
+                image_name: "busybox:latest",
+            },
+            host,
+        )
+    }
+
+    fn invalid(r: Result<SpecOptions>, what: &str) {
+        match r {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("want InvalidArgument about {what:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resources_as_containerd_sets_them() {
+        let sandbox = pod(false, false);
+        let res = pb::LinuxContainerResources {
+            memory_limit_in_bytes: 64 * MI,
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpuset_cpus: "0".into(),
+            cpuset_mems: "0".into(),
+            hugepage_limits: vec![
+                pb::HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 4 << 20,
+                },
+                pb::HugepageLimit {
+                    page_size: "1GB".into(),
+                    limit: 0,
+                },
+            ],
+            ..Default::default()
+        };
+        let c = config(res.clone(), Default::default());
+        let o = options(&sandbox, &c, &host_v1()).unwrap();
+        assert_eq!(o.memory_limit, Some(64 * MI));
+        // No swapping past the memory limit where swap can be limited.
+        assert_eq!(o.memory_swap, Some(64 * MI));
+        assert_eq!(
+            (o.cpu_shares, o.cpu_quota, o.cpu_period),
+            (Some(512), Some(50_000), Some(100_000))
+        );
+        assert_eq!(
+            (o.cpuset_cpus.as_deref(), o.cpuset_mems.as_deref()),
+            (Some("0"), Some("0"))
+        );
+        assert_eq!(
+            o.hugepage_limits,
+            [("2MB".to_string(), 4 << 20), ("1GB".to_string(), 0)]
+        );
+        // oom_score_adj 0 is a score, not "unset": never below ours, never inherited.
+        let ours: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(o.oom_score_adj, Some(ours.max(0)));
+        assert_eq!(o.cgroups_path.as_deref(), Some("/kubepods/pod-u1/c1"));
+
+        // A host without swap accounting gets no swap limit; an explicit one is kept.
+        let no_swap = HostLimits {
+            swap: false,
+            ..host_v1()
+        };
+        assert_eq!(options(&sandbox, &c, &no_swap).unwrap().memory_swap, None);
+        for (swap, want) in [(-1, Some(-1)), (128 * MI, Some(128 * MI))] {
+            let c = config(
+                pb::LinuxContainerResources {
+                    memory_swap_limit_in_bytes: swap,
+                    ..res.clone()
+                },
+                Default::default(),
+            );
+            assert_eq!(options(&sandbox, &c, &host_v1()).unwrap().memory_swap, want);
+        }
+
+        // The update path takes the same values, as the shim's OCI JSON.
+        let json = linux_resources(&res, &host_v1()).unwrap();
+        assert_eq!(json["memory"]["limit"], 64 * MI);
+        assert_eq!(json["memory"]["swap"], 64 * MI);
+        assert_eq!(json["cpu"]["shares"], 512);
+        assert_eq!(json["cpu"]["mems"], "0");
+        assert_eq!(json["hugepageLimits"][0]["pageSize"], "2MB");
+        assert_eq!(json["hugepageLimits"][0]["limit"], 4 << 20);
+        assert!(json.get("devices").is_none() && json.get("pids").is_none());
+        let only_cpu = pb::LinuxContainerResources {
+            cpu_quota: 20_000,
+            ..Default::default()
+        };
+        let json = linux_resources(&only_cpu, &host_v1()).unwrap();
+        assert_eq!(json, serde_json::json!({"cpu": {"quota": 20_000}}));
+    }
+
+    #[test]
+    fn resources_the_host_cannot_honour_are_refused() {
+        let sandbox = pod(false, false);
+        let huge = pb::LinuxContainerResources {
+            hugepage_limits: vec![pb::HugepageLimit {
+                page_size: "16MB".into(),
+                limit: 1 << 24,
+            }],
+            ..Default::default()
+        };
+        let c = config(huge.clone(), Default::default());
+        invalid(
+            options(&sandbox, &c, &host_v1()),
+            "not one this host has (1GB, 2MB)",
+        );
+        assert_eq!(
+            linux_resources(&huge, &host_v1()).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+
+        let unified = pb::LinuxContainerResources {
+            unified: [("memory.high".to_string(), "64M".to_string())].into(),
+            ..Default::default()
+        };
+        let c = config(unified.clone(), Default::default());
+        invalid(options(&sandbox, &c, &host_v1()), "cgroup v1 host");
+        let v2 = HostLimits {
+            v2: true,
+            ..host_v1()
+        };
+        assert_eq!(
+            options(&sandbox, &c, &v2).unwrap().unified["memory.high"],
+            "64M"
+        );
+        let escape = pb::LinuxContainerResources {
+            unified: [("../../memory.high".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            linux_resources(&escape, &v2).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let small_swap = pb::LinuxContainerResources {
+            memory_limit_in_bytes: 64 * MI,
+            memory_swap_limit_in_bytes: 32 * MI,
+            ..Default::default()
+        };
+        assert_eq!(
+            linux_resources(&small_swap, &host_v1()).unwrap_err().code(),
+            tonic::Code::InvalidArgument
         );
     }
-    out.into()
+
+    #[test]
+    fn privileged_container_needs_a_privileged_pod() {
+        let sc = pb::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
+        let c = config(Default::default(), sc);
+        invalid(
+            options(&pod(false, false), &c, &host_v1()),
+            "no privileged container allowed in sandbox",
+        );
+        let o = options(&pod(true, false), &c, &host_v1()).unwrap();
+        assert!(o.privileged);
+        assert!(matches!(o.seccomp, Seccomp::Unconfined));
+    }
+
+    #[test]
+    fn a_container_joins_its_pod() {
+        let sandbox = pod(false, false);
+        let sc = pb::LinuxContainerSecurityContext {
+            run_as_user: Some(pb::Int64Value { value: 1000 }),
+            run_as_group: Some(pb::Int64Value { value: 3000 }),
+            supplemental_groups: vec![4000],
+            readonly_rootfs: true,
+            no_new_privs: true,
+            capabilities: Some(pb::Capability {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["CHOWN".into()],
+                ..Default::default()
+            }),
+            masked_paths: vec!["/proc/kcore".into()],
+            ..Default::default()
+        };
+        let mut c = config(Default::default(), sc);
+        c.mounts = vec![pb::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: "/etc/hosts".into(),
+            readonly: true,
+            propagation: pb::MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        }];
+        c.envs = vec![pb::KeyValue {
+            key: "A".into(),
+            value: "b".into(),
+        }];
+        let o = options(&sandbox, &c, &host_v1()).unwrap();
+        assert_eq!(
+            o.namespaces.network,
+            NamespaceMode::Path("/run/wharf/netns/pod1".into())
+        );
+        for (got, kind) in [
+            (&o.namespaces.pid, "pid"),
+            (&o.namespaces.ipc, "ipc"),
+            (&o.namespaces.uts, "uts"),
+        ] {
+            assert_eq!(
+                *got,
+                NamespaceMode::Path(format!("/proc/4242/ns/{kind}").into())
+            );
+        }
+        assert_eq!(o.user.as_deref(), Some("1000:3000"));
+        assert_eq!(o.additional_gids, [4000]);
+        assert!(o.read_only_rootfs && o.no_new_privileges);
+        assert_eq!(
+            (o.cap_add.as_slice(), o.cap_drop.as_slice()),
+            (&["NET_ADMIN".to_string()][..], &["CHOWN".to_string()][..])
+        );
+        assert_eq!(
+            o.masked_paths.as_deref(),
+            Some(&["/proc/kcore".to_string()][..])
+        );
+        assert_eq!(o.readonly_paths, None);
+        assert_eq!(o.env, ["A=b", "HOSTNAME=web-0"]);
+        // The user's /etc/hosts wins; the pod's hostname and resolv.conf are bound read-only
+        // like the rootfs.
+        let mounts: Vec<(String, Vec<String>)> = o
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.destination().to_string_lossy().into_owned(),
+                    m.options().clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                (
+                    "/etc/hosts".to_string(),
+                    vec!["rbind".to_string(), "rslave".into(), "ro".into()]
+                ),
+                (
+                    "/etc/hostname".to_string(),
+                    vec!["rbind".to_string(), "rprivate".into(), "ro".into()]
+                ),
+                (
+                    "/etc/resolv.conf".to_string(),
+                    vec!["rbind".to_string(), "rprivate".into(), "ro".into()]
+                ),
+            ]
+        );
+        assert_eq!(o.annotations[ANN_SANDBOX_ID], "pod1");
+        assert_eq!(o.annotations[ANN_CONTAINER_NAME], "app");
+        assert_eq!(o.annotations[ANN_TYPE], "container");
+
+        // Host networking: the host's net and UTS, no HOSTNAME from the pod.
+        let host = pod(false, true);
+        let o = options(
+            &host,
+            &config(Default::default(), Default::default()),
+            &host_v1(),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.namespaces.network.clone(), o.namespaces.uts.clone()),
+            (NamespaceMode::Host, NamespaceMode::Host)
+        );
+        assert!(o.env.is_empty());
+    }
+
+    #[test]
+    fn container_requests_that_cannot_be_met_are_refused() {
+        let sandbox = pod(false, false);
+        let group_only = pb::LinuxContainerSecurityContext {
+            run_as_group: Some(pb::Int64Value { value: 10 }),
+            ..Default::default()
+        };
+        invalid(
+            options(
+                &sandbox,
+                &config(Default::default(), group_only),
+                &host_v1(),
+            ),
+            "without user",
+        );
+        let target_pid = pb::LinuxContainerSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                pid: pb::NamespaceMode::Target as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        invalid(
+            options(
+                &sandbox,
+                &config(Default::default(), target_pid),
+                &host_v1(),
+            ),
+            "TARGET",
+        );
+        let bad_group = pb::LinuxContainerSecurityContext {
+            supplemental_groups: vec![-1],
+            ..Default::default()
+        };
+        invalid(
+            options(&sandbox, &config(Default::default(), bad_group), &host_v1()),
+            "supplemental group",
+        );
+        let mut relative = config(Default::default(), Default::default());
+        relative.mounts = vec![pb::Mount {
+            container_path: "data".into(),
+            host_path: "/tmp".into(),
+            ..Default::default()
+        }];
+        invalid(options(&sandbox, &relative, &host_v1()), "must be absolute");
+        let no_pause = container_options(
+            "c1",
+            &config(Default::default(), Default::default()),
+            &PodContext {
+                sandbox: &sandbox,
+                pause_pid: 0,
+                image_name: "busybox",
+            },
+            &host_v1(),
+        );
+        assert!(matches!(no_pause, Err(Error::FailedPrecondition(_))));
+    }
+
+    #[test]
+    fn the_pause_container_holds_the_pod() {
+        let sandbox = pod(false, false);
+        let o = sandbox_options("pod1", &sandbox.config, "/run/wharf/netns/pod1").unwrap();
+        assert_eq!(
+            o.namespaces.network,
+            NamespaceMode::Path("/run/wharf/netns/pod1".into())
+        );
+        assert_eq!(
+            (
+                o.namespaces.pid.clone(),
+                o.namespaces.ipc.clone(),
+                o.namespaces.uts.clone()
+            ),
+            (NamespaceMode::New, NamespaceMode::New, NamespaceMode::New)
+        );
+        assert_eq!(o.hostname.as_deref(), Some("web-0"));
+        assert_eq!(o.cpu_shares, Some(2));
+        assert!(o.oom_score_adj.is_some_and(|s| s >= SANDBOX_OOM_SCORE_ADJ));
+        assert_eq!(o.cgroups_path.as_deref(), Some("/kubepods/pod-u1/pod1"));
+        assert_eq!(o.annotations[ANN_TYPE], "sandbox");
+        assert_eq!(o.annotations[ANN_SANDBOX_UID], "u1");
+
+        let host = pod(true, true);
+        let o = sandbox_options("pod2", &host.config, "").unwrap();
+        assert_eq!(
+            (o.namespaces.network.clone(), o.namespaces.uts.clone()),
+            (NamespaceMode::Host, NamespaceMode::Host)
+        );
+        assert_eq!(o.hostname, None);
+        assert!(o.privileged && matches!(o.seccomp, Seccomp::Unconfined));
+    }
 }

@@ -125,9 +125,21 @@ fn cri_container(data: &[u8]) {
     check_log_path("/var/log/pods/ns_pod_uid", &c.log_path);
     check_labels(&c.labels);
     if let Some(res) = c.linux.and_then(|l| l.resources) {
-        let v = wharf_cri::fuzzing::linux_resources(&res);
-        // The shim decodes this as OCI LinuxResources.
-        let _ = serde_json::from_value::<oci_spec::runtime::LinuxResources>(v);
+        for host in [
+            wharf_cri::fuzzing::HostLimits::default(),
+            wharf_cri::fuzzing::HostLimits {
+                v2: true,
+                swap: true,
+                hugepage_sizes: vec!["2MB".into(), "1GB".into()],
+            },
+        ] {
+            // What passes the checks, the shim must be able to decode as OCI LinuxResources.
+            if let Ok(v) = wharf_cri::fuzzing::linux_resources(&res, &host) {
+                if let Err(e) = serde_json::from_value::<oci_spec::runtime::LinuxResources>(v) {
+                    panic!("accepted resources the shim cannot decode: {e}");
+                }
+            }
+        }
     }
 }
 

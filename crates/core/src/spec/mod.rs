@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Linux, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources,
-    LinuxSeccomp, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
-    User,
+    Linux, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
+    LinuxPids, LinuxResources, LinuxSeccomp, Mount, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Root, Spec, User,
 };
 use serde::Deserialize;
 
@@ -131,6 +131,12 @@ pub struct SpecOptions {
     pub cpu_period: Option<u64>,
     pub cpu_shares: Option<u64>,
     pub cpuset_cpus: Option<String>,
+    /// Memory nodes (NUMA), `0-1,3`.
+    pub cpuset_mems: Option<String>,
+    /// HugeTLB limits in bytes by page size (`2MB`, `1GB`).
+    pub hugepage_limits: Vec<(String, u64)>,
+    /// cgroup v2 files and values written as they are (`memory.high` → `1G`).
+    pub unified: HashMap<String, String>,
     /// Maximum number of tasks; -1 (or 0) = unlimited.
     pub pids_limit: Option<i64>,
     pub oom_score_adj: Option<i32>,
@@ -269,7 +275,8 @@ fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
     }
 }
 
-fn resources(opts: &SpecOptions) -> Result<LinuxResources> {
+/// The cgroup limits of `opts` (memory, CPU, cpuset, hugepages, unified, pids), checked.
+pub fn resources(opts: &SpecOptions) -> Result<LinuxResources> {
     let mut r = LinuxResources::default();
     let invalid = |m: String| Err(Error::InvalidArgument(m));
 
@@ -299,6 +306,7 @@ fn resources(opts: &SpecOptions) -> Result<LinuxResources> {
         || opts.cpu_period.is_some()
         || opts.cpu_shares.is_some()
         || opts.cpuset_cpus.is_some()
+        || opts.cpuset_mems.is_some()
     {
         let mut cpu = LinuxCpu::default();
         if let Some(q) = opts.cpu_quota {
@@ -320,16 +328,46 @@ fn resources(opts: &SpecOptions) -> Result<LinuxResources> {
             cpu.set_shares(Some(s));
         }
         if let Some(c) = &opts.cpuset_cpus {
-            if c.is_empty()
-                || !c
-                    .chars()
-                    .all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '-')
-            {
-                return invalid(format!("cpuset {c:?} must look like \"0-3,5\""));
-            }
+            check_cpuset(c)?;
             cpu.set_cpus(Some(c.clone()));
         }
+        if let Some(m) = &opts.cpuset_mems {
+            check_cpuset(m)?;
+            cpu.set_mems(Some(m.clone()));
+        }
         r.set_cpu(Some(cpu));
+    }
+
+    if !opts.hugepage_limits.is_empty() {
+        let mut limits = Vec::with_capacity(opts.hugepage_limits.len());
+        for (size, limit) in &opts.hugepage_limits {
+            page_size_bytes(size)?;
+            let mut l = LinuxHugepageLimit::default();
+            l.set_page_size(size.clone());
+            l.set_limit(i64::try_from(*limit).map_err(|_| {
+                Error::InvalidArgument(format!("hugepage limit {limit} is too large"))
+            })?);
+            limits.push(l);
+        }
+        r.set_hugepage_limits(Some(limits));
+    }
+
+    if !opts.unified.is_empty() {
+        for key in opts.unified.keys() {
+            // The runtime writes `<cgroup>/<key>`: a key is one file name, nothing else.
+            let (controller, file) = key.split_once('.').unwrap_or(("", ""));
+            if controller.is_empty()
+                || file.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+            {
+                return invalid(format!(
+                    "unified cgroup key {key:?} must be a cgroup file name such as memory.high"
+                ));
+            }
+        }
+        r.set_unified(Some(opts.unified.clone()));
     }
 
     if let Some(p) = opts.pids_limit {
@@ -338,6 +376,45 @@ fn resources(opts: &SpecOptions) -> Result<LinuxResources> {
         r.set_pids(Some(pids));
     }
     Ok(r)
+}
+
+/// `0-3,5`: a cpuset list (CPUs or memory nodes).
+fn check_cpuset(c: &str) -> Result<()> {
+    if c.is_empty()
+        || !c
+            .chars()
+            .all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '-')
+    {
+        return Err(Error::InvalidArgument(format!(
+            "cpuset {c:?} must look like \"0-3,5\""
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of a HugeTLB page size as CRI and the cgroup files spell it (`2MB`, `1GB`, base
+/// 1024), refusing anything else: the size becomes part of a cgroup file name.
+pub fn page_size_bytes(size: &str) -> Result<u64> {
+    let digits = size.chars().take_while(|c| c.is_ascii_digit()).count();
+    let (n, unit) = size.split_at(digits);
+    let shift = match unit {
+        "KB" => 10,
+        "MB" => 20,
+        "GB" => 30,
+        "TB" => 40,
+        "PB" => 50,
+        _ => 64,
+    };
+    n.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0 && shift < 64)
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|b| b.is_power_of_two())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "hugepage size {size:?} must look like 2MB or 1GB (a power of two)"
+            ))
+        })
 }
 
 fn rlimits(extra: &[PosixRlimit]) -> Result<Vec<PosixRlimit>> {

@@ -710,6 +710,9 @@ fn resources_sysctls_annotations_cgroups_path() {
         cpu_period: Some(100_000),
         cpu_shares: Some(512),
         cpuset_cpus: Some("0-1".into()),
+        cpuset_mems: Some("0".into()),
+        hugepage_limits: vec![("2MB".into(), 4 << 20), ("1GB".into(), 0)],
+        unified: [("memory.high".to_string(), "1G".to_string())].into(),
         pids_limit: Some(100),
         cgroups_path: Some("/wharf/default/c1".into()),
         sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
@@ -726,6 +729,16 @@ fn resources_sysctls_annotations_cgroups_path() {
         (Some(50_000), Some(100_000), Some(512))
     );
     assert_eq!(cpu.cpus().as_deref(), Some("0-1"));
+    assert_eq!(cpu.mems().as_deref(), Some("0"));
+    let huge: Vec<(String, i64)> = r
+        .hugepage_limits()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|h| (h.page_size().clone(), h.limit()))
+        .collect();
+    assert_eq!(huge, [("2MB".to_string(), 4 << 20), ("1GB".to_string(), 0)]);
+    assert_eq!(r.unified().as_ref().unwrap()["memory.high"], "1G");
     assert_eq!(r.pids().unwrap().limit(), 100);
     assert_eq!(
         l.cgroups_path().as_deref(),
@@ -755,6 +768,29 @@ fn resources_sysctls_annotations_cgroups_path() {
         cpuset_cpus: Some("all".into()),
         ..Default::default()
     });
+    bad(SpecOptions {
+        cpuset_mems: Some("node0".into()),
+        ..Default::default()
+    });
+    // A page size or unified key names a file in the cgroup: nothing that walks out of it.
+    for size in ["2MB/../../x", "3MB", "2mb", "MB", "0MB", "99999999999PB"] {
+        bad(SpecOptions {
+            hugepage_limits: vec![(size.into(), 1 << 21)],
+            ..Default::default()
+        });
+    }
+    for key in [
+        "../memory.high",
+        "memory.high/../x",
+        "/etc/passwd",
+        "memory",
+        ".high",
+    ] {
+        bad(SpecOptions {
+            unified: [(key.to_string(), "1".to_string())].into(),
+            ..Default::default()
+        });
+    }
     bad(SpecOptions {
         sysctls: [("kernel.panic".to_string(), "1".to_string())].into(),
         ..Default::default()
@@ -1332,4 +1368,14 @@ fn default_profile_is_enforced_by_libseccomp() {
             code - 20
         );
     }
+}
+
+#[test]
+fn hugepage_sizes_read_as_the_kernel_names_them() {
+    use super::page_size_bytes;
+    assert_eq!(page_size_bytes("64KB").unwrap(), 64 << 10);
+    assert_eq!(page_size_bytes("2MB").unwrap(), 2 << 20);
+    assert_eq!(page_size_bytes("1GB").unwrap(), 1 << 30);
+    assert!(page_size_bytes("2MiB").is_err());
+    assert!(page_size_bytes("16384PB").is_err());
 }
