@@ -17,6 +17,7 @@ packages=(
   openssl              # certificates for the HTTPS registry tests
   iproute2 e2fsprogs util-linux mount
   procps bsdutils      # pgrep and script(1) in the shim tests
+  apparmor             # apparmor_parser: the CRI's default AppArmor profile must compile
 )
 
 missing=()

@@ -23,6 +23,8 @@ pub struct Config {
     pub stream_server_port: String,
     /// Apply the SELinux labels of pod and container security contexts.
     pub enable_selinux: bool,
+    /// Run containers without AppArmor profiles even where the kernel has AppArmor.
+    pub disable_apparmor: bool,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             stream_server_address: "127.0.0.1".into(),
             stream_server_port: "0".into(),
             enable_selinux: false,
+            disable_apparmor: false,
         }
     }
 }

@@ -84,7 +84,7 @@ impl Cri {
         let pod_md = sandbox.metadata();
         let name = store::container_name(&cmd, &pod_md);
         let id = store::new_id()?;
-        let opts = crate::spec::container_options(
+        let mut opts = crate::spec::container_options(
             &id,
             &config,
             &PodContext {
@@ -94,6 +94,12 @@ impl Cri {
             },
             crate::cgroup::host_limits(),
         )?;
+        let security = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        opts.apparmor_profile = self.apparmor.profile_for(&security)?;
         let meta = ContainerMeta {
             config: store::encode_pb(&config),
             name: name.clone(),

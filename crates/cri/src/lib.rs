@@ -15,6 +15,7 @@
 //! task events it forwards, through [`Options`]. It does not know containerd's API messages
 //! either. One file per gRPC service (thin adapters); statuses are made in `error.rs` only.
 
+mod apparmor;
 mod attach;
 mod auth;
 mod cgroup;
@@ -148,11 +149,15 @@ pub struct Cri {
     streaming: OnceLock<Arc<streaming::Server>>,
     /// The stdin FIFOs (write ends) of containers whose config asks for stdin.
     stdins: Mutex<HashMap<String, attach::Stdin>>,
+    /// The host's AppArmor, for containers' profiles.
+    apparmor: apparmor::AppArmor,
 }
 
 impl Cri {
     pub fn new(o: Options) -> Arc<Cri> {
+        let apparmor = apparmor::AppArmor::host(&o.state, o.config.disable_apparmor);
         Arc::new(Cri {
+            apparmor,
             db: o.db,
             snapshotter: o.snapshotter,
             tmp: o.tmp,

@@ -450,7 +450,7 @@ pub fn container_options(
                 permissions: d.permissions.clone(),
             })
             .collect(),
-        apparmor_profile: None,
+        // AppArmor is the host's business: the caller sets it (crate::apparmor).
         ..Default::default()
     };
     set_resources(&mut opts, &res, host)?;

@@ -92,6 +92,11 @@ const KEYS: &[(&str, &str)] = &[
         "Apply the SELinux labels of pod and container security contexts.",
     ),
     (
+        "cri.disable_apparmor",
+        "Run containers unconfined even where the kernel has AppArmor (RuntimeDefault is \
+         wharf's profile, loaded with apparmor_parser on first use).",
+    ),
+    (
         "metrics",
         "Prometheus metrics: GET http://<address>/metrics (text format 0.0.4).",
     ),
