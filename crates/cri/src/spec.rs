@@ -939,41 +939,35 @@ mod tests {
     #[test]
     fn container_requests_that_cannot_be_met_are_refused() {
         let sandbox = pod(false, false);
-        let group_only = pb::LinuxContainerSecurityContext {
-            run_as_group: Some(pb::Int64Value { value: 10 }),
-            ..Default::default()
-        };
-        invalid(
-            options(
-                &sandbox,
-                &config(Default::default(), group_only),
-                &host_v1(),
+        for (sc, what) in [
+            (
+                pb::LinuxContainerSecurityContext {
+                    run_as_group: Some(pb::Int64Value { value: 10 }),
+                    ..Default::default()
+                },
+                "without user",
             ),
-            "without user",
-        );
-        let target_pid = pb::LinuxContainerSecurityContext {
-            namespace_options: Some(pb::NamespaceOption {
-                pid: pb::NamespaceMode::Target as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        invalid(
-            options(
-                &sandbox,
-                &config(Default::default(), target_pid),
-                &host_v1(),
+            (
+                pb::LinuxContainerSecurityContext {
+                    namespace_options: Some(pb::NamespaceOption {
+                        pid: pb::NamespaceMode::Target as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "TARGET",
             ),
-            "TARGET",
-        );
-        let bad_group = pb::LinuxContainerSecurityContext {
-            supplemental_groups: vec![-1],
-            ..Default::default()
-        };
-        invalid(
-            options(&sandbox, &config(Default::default(), bad_group), &host_v1()),
-            "supplemental group",
-        );
+            (
+                pb::LinuxContainerSecurityContext {
+                    supplemental_groups: vec![-1],
+                    ..Default::default()
+                },
+                "supplemental group",
+            ),
+        ] {
+            let c = config(Default::default(), sc);
+            invalid(options(&sandbox, &c, &host_v1()), what);
+        }
         let mut relative = config(Default::default(), Default::default());
         relative.mounts = vec![pb::Mount {
             container_path: "data".into(),
