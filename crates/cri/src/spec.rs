@@ -268,7 +268,8 @@ fn set_resources(
         (true, 0, l) => pos(l),
         (true, s, _) => Some(s),
     };
-    opts.cpu_quota = pos(res.cpu_quota);
+    // -1 lifts a quota (UpdateContainerResources), as containerd passes it.
+    opts.cpu_quota = (res.cpu_quota != 0).then_some(res.cpu_quota);
     opts.cpu_period = pos(res.cpu_period).map(|p| p as u64);
     opts.cpu_shares = pos(res.cpu_shares).map(|s| s as u64);
     opts.cpuset_cpus = (!res.cpuset_cpus.is_empty()).then(|| res.cpuset_cpus.clone());
@@ -760,6 +761,12 @@ mod tests {
         };
         let json = linux_resources(&only_cpu, &host_v1()).unwrap();
         assert_eq!(json, serde_json::json!({"cpu": {"quota": 20_000}}));
+        let no_quota = pb::LinuxContainerResources {
+            cpu_quota: -1,
+            ..Default::default()
+        };
+        let json = linux_resources(&no_quota, &host_v1()).unwrap();
+        assert_eq!(json, serde_json::json!({"cpu": {"quota": -1}}));
     }
 
     #[test]
