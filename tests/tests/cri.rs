@@ -1131,6 +1131,19 @@ fn cri_pods_network_containers_logs_exec_stats() {
         assert_eq!(capeff(out(&exec(&mut r, &nocap, &grep).await)) & 1, 0);
         assert_eq!(capeff(out(&exec(&mut r, &sl, &grep).await)) & 1, 1);
 
+        // The pod's containers share one /dev/shm (POSIX shared memory goes with the pod's IPC
+        // namespace), a tmpfs on the host that a read-only rootfs and another user can write
+        // too; another pod does not see it.
+        let res = exec(&mut r, &sl, &["sh", "-c", "echo shared > /dev/shm/pod-b"]).await;
+        assert_eq!(res.exit_code, 0, "{res:?}");
+        assert_eq!(out(&exec(&mut r, &sec, &["cat", "/dev/shm/pod-b"]).await), "shared");
+        let res = exec(&mut r, &sec, &["touch", "/dev/shm/by-1000"]).await;
+        assert_eq!(res.exit_code, 0, "{res:?}");
+        let pod_shm = w.state.join("cri/sandboxes").join(&b).join("shm");
+        assert_eq!(std::fs::read_to_string(pod_shm.join("pod-b")).unwrap(), "shared\n");
+        let res = exec(&mut r, &web_id, &["cat", "/dev/shm/pod-b"]).await;
+        assert_ne!(res.exit_code, 0, "pod A sees pod B's shm: {res:?}");
+
         // Listing with filters.
         let rc = r.clone();
         let list = move |f: pb::ContainerFilter| {
@@ -1221,8 +1234,13 @@ fn cri_pods_network_containers_logs_exec_stats() {
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: a.clone() }).await.unwrap();
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: a.clone() }).await.expect("remove twice");
         assert!(list(pb::ContainerFilter { pod_sandbox_id: a.clone(), ..Default::default() }).await.is_empty());
-        // Pod B goes without a stop first.
+        // Pod B goes without a stop first; its shm is unmounted and removed with it.
+        let mounted = |p: &std::path::Path| {
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()))
+        };
+        assert!(mounted(&pod_shm));
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: b.clone() }).await.unwrap();
+        assert!(!mounted(&pod_shm) && !pod_shm.exists());
         let left = r.list_pod_sandbox(pb::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
         assert!(left.is_empty(), "{left:?}");
         assert!(list(pb::ContainerFilter::default()).await.is_empty());
@@ -1350,6 +1368,11 @@ fn cri_host_network_sysctls_cgroup_parent() {
         let (mut r, mut i) = clients(&env.w).await;
         pull(&mut i, &image, None).await.expect("pull busybox");
 
+        let host_shm_mounts = || {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            mountinfo.lines().filter(|l| l.split(' ').nth(4) == Some("/dev/shm")).count()
+        };
+        let shm_mounts = host_shm_mounts();
         // Host network: no namespace of its own, the host's name and /etc/hosts.
         let mut host = pod_config("host", "uid-h", &logs.join("h"));
         if let Some(ns) = host
@@ -1359,6 +1382,7 @@ fn cri_host_network_sysctls_cgroup_parent() {
             .and_then(|s| s.namespace_options.as_mut())
         {
             ns.network = pb::NamespaceMode::Node as i32;
+            ns.ipc = pb::NamespaceMode::Node as i32;
         }
         let h = run_pod(&mut r, &host).await.expect("host network pod");
         let st = pod_status(&mut r, &h).await;
@@ -1391,6 +1415,12 @@ fn cri_host_network_sysctls_cgroup_parent() {
             out(&exec(&mut r, &c, &["cat", "/etc/hosts"]).await),
             hosts.trim()
         );
+        // Host IPC: the host's /dev/shm, which the pod's end must leave mounted.
+        let marker = format!("/dev/shm/wharf-test-{}", std::process::id());
+        std::fs::write(&marker, "host shm").unwrap();
+        let seen = out(&exec(&mut r, &c, &["cat", &marker]).await);
+        std::fs::remove_file(&marker).unwrap();
+        assert_eq!(seen, "host shm");
 
         // A container with a terminal logs what it prints, as one stream.
         let mut tty = container_config(
@@ -1593,6 +1623,7 @@ fn cri_host_network_sysctls_cgroup_parent() {
             .await
             .unwrap();
         }
+        assert_eq!(host_shm_mounts(), shm_mounts, "the host's /dev/shm was unmounted");
     });
     // The parent cgroups the test asked for.
     if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {

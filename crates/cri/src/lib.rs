@@ -35,6 +35,7 @@ mod pod_stats;
 mod port_forward;
 mod runtime_service;
 mod sandbox;
+mod shm;
 mod spec;
 mod stats;
 mod status;

@@ -3,6 +3,7 @@
 //! joined through CNI, and a record (kind `sandbox`) carrying the request's config.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wharf_api::cri as pb;
@@ -18,6 +19,7 @@ use pb::ContainerEventType as Event;
 struct Undo {
     netns: Option<SandboxMeta>,
     etc: bool,
+    shm: bool,
     record: bool,
     snapshot: bool,
     task: bool,
@@ -97,6 +99,7 @@ impl Cri {
     ) -> Result<()> {
         let ns_opts = store::namespace_options(config.linux.as_ref());
         let host_net = ns_opts.network == pb::NamespaceMode::Node as i32;
+        let host_ipc = ns_opts.ipc == pb::NamespaceMode::Node as i32;
         let md = config.metadata.clone().unwrap_or_default();
         let mut meta = SandboxMeta {
             config: store::encode_pb(config),
@@ -112,7 +115,8 @@ impl Cri {
             meta.netns = self.pod_netns_path(id).display().to_string();
             Some(self.pod_network_config()?)
         };
-        let opts = crate::spec::sandbox_options(id, config, &meta.netns)?;
+        meta.shm = self.pod_shm_path(id, host_ipc).display().to_string();
+        let opts = crate::spec::sandbox_options(id, config, &meta.netns, &meta.shm)?;
         let spec = wharf_core::spec::generate(&image.config, None, &opts)?;
         let spec = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("spec: {e}")))?;
         // The record first, spec and all in one commit: it reserves the name and makes the
@@ -139,7 +143,7 @@ impl Cri {
         // network, and the pod is nobody's until this returns): a pod costs the longer of the
         // two, not their sum. The pause task waits only for the namespace to exist.
         let (netns_made, netns_ready) = tokio::sync::oneshot::channel::<()>();
-        let (mut prepared, mut created) = (false, false);
+        let (mut prepared, mut shm_mounted, mut created) = (false, false, false);
         let pause = async {
             let snapshotter = self.snapshotter.clone();
             let (key, parent) = (id.to_string(), chain_id.to_string());
@@ -149,6 +153,10 @@ impl Cri {
             .await
             .map_err(|e| Error::Internal(format!("prepare task: {e}")))??;
             prepared = true;
+            if !host_ipc {
+                crate::shm::mount(Path::new(&meta.shm))?;
+                shm_mounted = true;
+            }
             if !host_net && netns_ready.await.is_err() {
                 return Err(Error::Internal(format!(
                     "sandbox {id}: no network namespace to start in"
@@ -177,6 +185,7 @@ impl Cri {
         };
         let (paused, attached) = tokio::join!(pause, network);
         undo.snapshot = prepared;
+        undo.shm = shm_mounted;
         undo.task = created;
         if let Ok(Some(net)) = &attached {
             meta.ip = net.ip.clone();
@@ -207,7 +216,12 @@ impl Cri {
                 tracing::warn!(id, error = %e, "cri: undo sandbox network");
             }
         }
-        if undo.etc {
+        if undo.shm {
+            if let Err(e) = crate::shm::unmount(&self.pod_shm_path(id, false)) {
+                tracing::warn!(id, error = %e, "cri: undo sandbox shm");
+            }
+        }
+        if undo.etc || undo.shm {
             let _ = std::fs::remove_dir_all(self.pod_dir(id));
         }
         if undo.snapshot {
@@ -234,6 +248,8 @@ impl Cri {
         let had_task = self.shim(&id).await.is_some();
         self.stop_task(&id, Duration::ZERO).await?;
         self.delete_task(&id).await?;
+        // Every process of the pod is gone: its shared memory goes too (never the host's).
+        crate::shm::unmount(&self.pod_shm_path(&id, false))?;
         if !s.meta.stopped {
             self.teardown_pod_network(&id, &s.meta, &s.config).await?;
             s.meta.stopped = true;

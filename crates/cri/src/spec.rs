@@ -147,6 +147,7 @@ pub fn sandbox_options(
     id: &str,
     config: &pb::PodSandboxConfig,
     netns: &str,
+    shm: &str,
 ) -> Result<SpecOptions> {
     let linux = config.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
@@ -183,11 +184,20 @@ pub fn sandbox_options(
         (ANN_SANDBOX_UID.to_string(), md.uid.clone()),
         (ANN_LOG_DIR.to_string(), config.log_directory.clone()),
     ]);
+    // The pod's shared /dev/shm; pause only holds it.
+    let mounts = if shm.is_empty() {
+        Vec::new()
+    } else {
+        vec![bind_mount("/dev/shm", Path::new(shm), &["rbind", "ro"])]
+    };
     Ok(SpecOptions {
         user: user(sc.run_as_user.as_ref(), "", sc.run_as_group.as_ref()),
         additional_gids: gids(&sc.supplemental_groups)?,
         hostname: (!host_net && !config.hostname.is_empty()).then(|| config.hostname.clone()),
-        read_only_rootfs: sc.readonly_rootfs,
+        // Pause writes nothing and gains nothing (containerd's sandbox settings).
+        read_only_rootfs: true,
+        no_new_privileges: true,
+        mounts,
         privileged: sc.privileged,
         seccomp: if sc.privileged {
             Seccomp::Unconfined
@@ -360,6 +370,13 @@ pub fn container_options(
     let mut mounts = Vec::new();
     for m in &c.mounts {
         mounts.push(bind(m)?);
+    }
+    if !sandbox.meta.shm.is_empty() && !c.mounts.iter().any(|m| m.container_path == "/dev/shm") {
+        mounts.push(bind_mount(
+            "/dev/shm",
+            Path::new(&sandbox.meta.shm),
+            &["rbind", "rprivate", "rw"],
+        ));
     }
     let etc = Path::new(&sandbox.meta.etc_dir);
     for name in ["hosts", "hostname", "resolv.conf"] {
@@ -611,6 +628,7 @@ mod tests {
             meta: SandboxMeta {
                 netns: "/run/wharf/netns/pod1".into(),
                 etc_dir: "/run/wharf/pods/pod1".into(),
+                shm: "/run/wharf/pods/pod1/shm".into(),
                 ..Default::default()
             },
             config: pb::PodSandboxConfig {
@@ -896,7 +914,7 @@ mod tests {
         assert_eq!(o.readonly_paths, None);
         assert_eq!(o.env, ["A=b", "HOSTNAME=web-0"]);
         // The user's /etc/hosts wins; the pod's hostname and resolv.conf are bound read-only
-        // like the rootfs.
+        // like the rootfs; /dev/shm is the pod's.
         let mounts: Vec<(String, Vec<String>)> = o
             .mounts
             .iter()
@@ -913,6 +931,11 @@ mod tests {
                 (
                     "/etc/hosts".to_string(),
                     vec!["rbind".to_string(), "rslave".into(), "ro".into()]
+                ),
+                // The pod's shared memory, writable even with a read-only rootfs.
+                (
+                    "/dev/shm".to_string(),
+                    vec!["rbind".to_string(), "rprivate".into(), "rw".into()]
                 ),
                 (
                     "/etc/hostname".to_string(),
@@ -998,7 +1021,13 @@ mod tests {
     #[test]
     fn the_pause_container_holds_the_pod() {
         let sandbox = pod(false, false);
-        let o = sandbox_options("pod1", &sandbox.config, "/run/wharf/netns/pod1").unwrap();
+        let o = sandbox_options(
+            "pod1",
+            &sandbox.config,
+            "/run/wharf/netns/pod1",
+            "/run/wharf/pods/pod1/shm",
+        )
+        .unwrap();
         assert_eq!(
             o.namespaces.network,
             NamespaceMode::Path("/run/wharf/netns/pod1".into())
@@ -1017,9 +1046,30 @@ mod tests {
         assert_eq!(o.cgroups_path.as_deref(), Some("/kubepods/pod-u1/pod1"));
         assert_eq!(o.annotations[ANN_TYPE], "sandbox");
         assert_eq!(o.annotations[ANN_SANDBOX_UID], "u1");
+        // It holds the pod's shared /dev/shm, read-only, and can neither write nor gain.
+        let shm: Vec<_> = o
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.destination().clone(),
+                    m.source().clone(),
+                    m.options().clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shm,
+            [(
+                PathBuf::from("/dev/shm"),
+                Some(PathBuf::from("/run/wharf/pods/pod1/shm")),
+                Some(vec!["rbind".to_string(), "ro".to_string()])
+            )]
+        );
+        assert!(o.read_only_rootfs && o.no_new_privileges);
 
         let host = pod(true, true);
-        let o = sandbox_options("pod2", &host.config, "").unwrap();
+        let o = sandbox_options("pod2", &host.config, "", "/dev/shm").unwrap();
         assert_eq!(
             (o.namespaces.network.clone(), o.namespaces.uts.clone()),
             (NamespaceMode::Host, NamespaceMode::Host)

@@ -54,6 +54,10 @@ pub struct SandboxMeta {
     /// StopPodSandbox ran (the network is gone).
     #[serde(default)]
     pub stopped: bool,
+    /// The pod's /dev/shm on the host, bound into each of its containers (crate::shm); empty
+    /// for pods made before wharf shared it (their containers get a /dev/shm of their own).
+    #[serde(default)]
+    pub shm: String,
 }
 
 /// What CRI keeps about a container.

@@ -1,7 +1,7 @@
 //! Mounts under wharf's root and state directories whose owner is gone: a task's rootfs (and
 //! anything under its bundle) without the task, a container's or pod's pinned network namespace
-//! without its task or record, a diff apply's temporary mount after a crash. Mounts wharf does
-//! not make there are not judged.
+//! without its task or record, a pod's shared /dev/shm without its record, a diff apply's
+//! temporary mount after a crash. Mounts wharf does not make there are not judged.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,8 @@ use crate::server::Daemon;
 /// Who a mount under root/state belongs to.
 enum Owner {
     Task(String, String),
-    /// A CRI pod sandbox (its netns under `<state>/cri/netns/<id>`).
+    /// A CRI pod sandbox (its netns under `<state>/cri/netns/<id>`, its shm under
+    /// `<state>/cri/sandboxes/<id>/shm`).
     Pod(String),
     /// A diff apply in flight (`<root>/tmpmounts/<x>`).
     Apply,
@@ -74,6 +75,15 @@ fn owner(d: &Daemon, bundles: &Path, p: &Path) -> Owner {
     if let Ok(rest) = p.strip_prefix(d.state.join("cri").join("netns")) {
         if let Some(id) = rest.components().next() {
             return Owner::Pod(id.as_os_str().to_string_lossy().into_owned());
+        }
+    }
+    // A pod's shared /dev/shm (`<state>/cri/sandboxes/<id>/shm`).
+    if let Ok(rest) = p.strip_prefix(d.state.join("cri").join("sandboxes")) {
+        let mut c = rest.components().map(|c| c.as_os_str().to_string_lossy());
+        if let (Some(id), Some(shm), None) = (c.next(), c.next(), c.next()) {
+            if shm == "shm" {
+                return Owner::Pod(id.into_owned());
+            }
         }
     }
     if p.strip_prefix(&d.tmp_mounts)
