@@ -1140,6 +1140,12 @@ fn cri_pods_network_containers_logs_exec_stats() {
         let res = exec(&mut r, &sec, &["touch", "/dev/shm/by-1000"]).await;
         assert_eq!(res.exit_code, 0, "{res:?}");
         let pod_shm = w.state.join("cri/sandboxes").join(&b).join("shm");
+        // Open files: the runtime's limits (wharfd's, so this test's), not a default of 1024.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let nofile: Vec<&str> = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+        let (soft, hard) = (nofile[3], nofile[4]);
+        let limits = out(&exec(&mut r, &sl, &["sh", "-c", "ulimit -Sn; ulimit -Hn"]).await);
+        assert_eq!(limits, format!("{soft}\n{hard}"));
         assert_eq!(std::fs::read_to_string(pod_shm.join("pod-b")).unwrap(), "shared\n");
         let res = exec(&mut r, &web_id, &["cat", "/dev/shm/pod-b"]).await;
         assert_ne!(res.exit_code, 0, "pod A sees pod B's shm: {res:?}");

@@ -196,6 +196,7 @@ pub fn sandbox_options(
         hostname: (!host_net && !config.hostname.is_empty()).then(|| config.hostname.clone()),
         // Pause writes nothing and gains nothing (containerd's sandbox settings).
         read_only_rootfs: true,
+        inherit_rlimits: true,
         no_new_privileges: true,
         mounts,
         privileged: sc.privileged,
@@ -452,6 +453,9 @@ pub fn container_options(
             seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?
         },
         mounts,
+        // The runtime's limits (wharfd's LimitNOFILE), not 1024 open files: containerd's CRI
+        // sets none either, and pods expect the node's.
+        inherit_rlimits: true,
         // Always set, 0 included: left unset, the container would inherit the shim's score.
         oom_score_adj: Some(oom_score(res.oom_score_adj.clamp(-1000, 1000) as i32)),
         cgroups_path: cgroups_path(&parent, id),
@@ -902,7 +906,7 @@ mod tests {
         }
         assert_eq!(o.user.as_deref(), Some("1000:3000"));
         assert_eq!(o.additional_gids, [4000]);
-        assert!(o.read_only_rootfs && o.no_new_privileges);
+        assert!(o.read_only_rootfs && o.no_new_privileges && o.inherit_rlimits);
         assert_eq!(
             (o.cap_add.as_slice(), o.cap_drop.as_slice()),
             (&["NET_ADMIN".to_string()][..], &["CHOWN".to_string()][..])
@@ -1067,6 +1071,7 @@ mod tests {
             )]
         );
         assert!(o.read_only_rootfs && o.no_new_privileges);
+        assert!(o.inherit_rlimits);
 
         let host = pod(true, true);
         let o = sandbox_options("pod2", &host.config, "", "/dev/shm").unwrap();

@@ -146,6 +146,9 @@ pub struct SpecOptions {
     pub annotations: HashMap<String, String>,
     /// Override the default `RLIMIT_NOFILE 1024/1024` (containerd's) and add others, by type.
     pub rlimits: Vec<PosixRlimit>,
+    /// No default rlimits: the process keeps the runtime's own (what containerd's CRI does,
+    /// so that pods get the daemon's `LimitNOFILE`); `rlimits` still apply.
+    pub inherit_rlimits: bool,
     /// `None` = [`DEFAULT_MASKED_PATHS`] (empty for privileged containers).
     pub masked_paths: Option<Vec<String>>,
     /// `None` = [`DEFAULT_READONLY_PATHS`] (empty for privileged containers).
@@ -417,14 +420,18 @@ pub fn page_size_bytes(size: &str) -> Result<u64> {
         })
 }
 
-fn rlimits(extra: &[PosixRlimit]) -> Result<Vec<PosixRlimit>> {
-    let nofile = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .soft(1024u64)
-        .hard(1024u64)
-        .build()
-        .map_err(Error::internal)?;
-    let mut out = vec![nofile];
+fn rlimits(extra: &[PosixRlimit], defaults: bool) -> Result<Vec<PosixRlimit>> {
+    let mut out = Vec::new();
+    if defaults {
+        out.push(
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(1024u64)
+                .hard(1024u64)
+                .build()
+                .map_err(Error::internal)?,
+        );
+    }
     for r in extra {
         if r.soft() > r.hard() {
             return Err(Error::InvalidArgument(format!(
@@ -502,7 +509,7 @@ pub fn generate(image: &ImageConfig, rootfs: Option<&Path>, opts: &SpecOptions) 
     process.set_env(Some(env));
     process.set_cwd(PathBuf::from(cwd));
     process.set_capabilities(Some(caps::linux_capabilities(&cap_list)?));
-    process.set_rlimits(Some(rlimits(&opts.rlimits)?));
+    process.set_rlimits(Some(rlimits(&opts.rlimits, !opts.inherit_rlimits)?));
     process.set_no_new_privileges(Some(opts.no_new_privileges));
     process.set_apparmor_profile(opts.apparmor_profile.clone());
     if let Some(adj) = opts.oom_score_adj {

@@ -555,6 +555,41 @@ fn read_only_rootfs_and_process_options() {
     let rl = p.rlimits().clone().unwrap();
     assert_eq!(rl.len(), 2);
     assert_eq!((rl[0].soft(), rl[0].hard()), (4096, 8192));
+    // By default 1024 open files (containerd's); inherited, none but the asked ones.
+    let nofile = |spec: &Spec| {
+        process(spec)
+            .rlimits()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (r.typ(), r.soft(), r.hard()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        nofile(&gen(&SpecOptions::default())),
+        [(PosixRlimitType::RlimitNofile, 1024, 1024)]
+    );
+    assert_eq!(
+        nofile(&gen(&SpecOptions {
+            inherit_rlimits: true,
+            ..Default::default()
+        })),
+        []
+    );
+    let nproc = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNproc)
+        .soft(10u64)
+        .hard(10u64)
+        .build()
+        .unwrap();
+    assert_eq!(
+        nofile(&gen(&SpecOptions {
+            inherit_rlimits: true,
+            rlimits: vec![nproc],
+            ..Default::default()
+        })),
+        [(PosixRlimitType::RlimitNproc, 10, 10)]
+    );
 
     assert!(matches!(
         generate(
