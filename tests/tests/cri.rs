@@ -1520,6 +1520,18 @@ fn cri_host_network_sysctls_cgroup_parent() {
         let res = exec(&mut r, &dflt, &["sh", "-c", "echo x > /dev/mynull && echo ok"]).await;
         assert_eq!(out(&res), "ok", "{res:?}");
 
+        // A systemd slice as parent (a kubelet on the systemd driver) is refused, with advice,
+        // before anything is made.
+        let mut slice = pod_config("sliced", "uid-sl", &logs.join("sl"));
+        if let Some(l) = slice.linux.as_mut() {
+            l.cgroup_parent = "kubepods-besteffort-poduid_sl.slice".into();
+        }
+        let e = run_pod(&mut r, &slice).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("cgroupDriver"), "{e:?}");
+        let pods = r.list_pod_sandbox(pb::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+        assert!(pods.iter().all(|p| p.metadata.as_ref().unwrap().name != "sliced"), "{pods:?}");
+
         // Sysctls of the pod's namespaces; cgroups under the pod's parent.
         let mut cfg = pod_config("tuned", "uid-t", &logs.join("t"));
         if let Some(l) = cfg.linux.as_mut() {

@@ -37,13 +37,23 @@ fn oom_score(want: i32) -> i32 {
 }
 
 /// `<parent>/<id>` (cgroupfs driver); `/k8s.io/<id>` without a parent (the shim's default,
-/// made explicit so OOM kills can be read back from the cgroup).
-fn cgroups_path(parent: &str, id: &str) -> Option<String> {
-    if parent.is_empty() {
-        Some(format!("/{}/{id}", crate::NAMESPACE))
-    } else {
-        Some(format!("{}/{id}", parent.trim_end_matches('/')))
+/// made explicit so OOM kills can be read back from the cgroup). A systemd slice name (what a
+/// kubelet using the systemd cgroup driver sends) is refused: as a cgroupfs path it would put
+/// the pod outside the kubelet's hierarchy, and its limits would not apply.
+fn cgroups_path(parent: &str, id: &str) -> Result<Option<String>> {
+    let parent = parent.trim_end_matches('/');
+    if !parent.contains('/') && parent.ends_with(".slice") {
+        return Err(Error::InvalidArgument(format!(
+            "cgroup parent {parent:?} is a systemd slice, but wharf uses the cgroupfs driver: \
+             set the kubelet's cgroupDriver to cgroupfs (kubelets from 1.31 on read it from \
+             RuntimeConfig)"
+        )));
     }
+    Ok(Some(if parent.is_empty() {
+        format!("/{}/{id}", crate::NAMESPACE)
+    } else {
+        format!("{parent}/{id}")
+    }))
 }
 
 /// Did the kernel OOM-kill a process of the cgroup at `path` (the spec's `cgroupsPath`)?
@@ -207,7 +217,7 @@ pub fn sandbox_options(
         },
         cpu_shares: Some(2),
         oom_score_adj: Some(oom_score(SANDBOX_OOM_SCORE_ADJ)),
-        cgroups_path: cgroups_path(&linux.cgroup_parent, id),
+        cgroups_path: cgroups_path(&linux.cgroup_parent, id)?,
         namespaces,
         sysctls: linux.sysctls.clone(),
         annotations,
@@ -458,7 +468,7 @@ pub fn container_options(
         inherit_rlimits: true,
         // Always set, 0 included: left unset, the container would inherit the shim's score.
         oom_score_adj: Some(oom_score(res.oom_score_adj.clamp(-1000, 1000) as i32)),
-        cgroups_path: cgroups_path(&parent, id),
+        cgroups_path: cgroups_path(&parent, id)?,
         namespaces,
         annotations,
         masked_paths: list(&sc.masked_paths),
@@ -1072,6 +1082,22 @@ mod tests {
         );
         assert!(o.read_only_rootfs && o.no_new_privileges);
         assert!(o.inherit_rlimits);
+
+        // A kubelet on the systemd cgroup driver is told what to change.
+        let mut slice = sandbox.config.clone();
+        if let Some(l) = slice.linux.as_mut() {
+            l.cgroup_parent = "kubepods-besteffort-podu1.slice".into();
+        }
+        match sandbox_options("pod1", &slice, "", "") {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("cgroupDriver"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut root = sandbox.config.clone();
+        if let Some(l) = root.linux.as_mut() {
+            l.cgroup_parent = String::new();
+        }
+        let o = sandbox_options("pod1", &root, "", "").unwrap();
+        assert_eq!(o.cgroups_path.as_deref(), Some("/k8s.io/pod1"));
 
         let host = pod(true, true);
         let o = sandbox_options("pod2", &host.config, "", "/dev/shm").unwrap();
