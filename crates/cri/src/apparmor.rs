@@ -106,7 +106,13 @@ impl AppArmor {
         }
     }
 
-    /// The profile a container runs under; None: unconfined (or AppArmor is off).
+    /// Whether profiles apply here (the kernel has AppArmor and it is not disabled).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The profile a container runs under; None: unconfined (or AppArmor is off). May run
+    /// `apparmor_parser` (once): call it where blocking is fine.
     pub fn profile_for(&self, sc: &pb::LinuxContainerSecurityContext) -> Result<Option<String>> {
         let choice = choice(sc)?;
         if !self.enabled {

@@ -99,7 +99,14 @@ impl Cri {
             .as_ref()
             .and_then(|l| l.security_context.clone())
             .unwrap_or_default();
-        opts.apparmor_profile = self.apparmor.profile_for(&security)?;
+        opts.apparmor_profile = if self.apparmor.enabled() {
+            let apparmor = self.apparmor.clone();
+            tokio::task::spawn_blocking(move || apparmor.profile_for(&security))
+                .await
+                .map_err(|e| Error::Internal(format!("apparmor: {e}")))??
+        } else {
+            self.apparmor.profile_for(&security)?
+        };
         let meta = ContainerMeta {
             config: store::encode_pb(&config),
             name: name.clone(),

@@ -151,12 +151,15 @@ pub struct Cri {
     /// The stdin FIFOs (write ends) of containers whose config asks for stdin.
     stdins: Mutex<HashMap<String, attach::Stdin>>,
     /// The host's AppArmor, for containers' profiles.
-    apparmor: apparmor::AppArmor,
+    apparmor: Arc<apparmor::AppArmor>,
 }
 
 impl Cri {
     pub fn new(o: Options) -> Arc<Cri> {
-        let apparmor = apparmor::AppArmor::host(&o.state, o.config.disable_apparmor);
+        let apparmor = Arc::new(apparmor::AppArmor::host(
+            &o.state,
+            o.config.disable_apparmor,
+        ));
         Arc::new(Cri {
             apparmor,
             db: o.db,
