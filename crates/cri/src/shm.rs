@@ -6,12 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use wharf_core::snapshots::Mount;
 
 use crate::{Cri, Error, Result};
 
 /// The size containerd gives a pod's /dev/shm (docker's default).
-const SIZE: &str = "65536k";
+const SIZE: &str = "size=65536k";
 
 impl Cri {
     /// Where the pod's /dev/shm comes from.
@@ -28,24 +28,19 @@ impl Cri {
 pub fn mount(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
-    nix::mount::mount(
-        Some("shm"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(format!("mode=1777,size={SIZE}").as_str()),
-    )
-    .map_err(|e| Error::Internal(format!("mount the pod's shm at {}: {e}", dir.display())))
+    let tmpfs = Mount {
+        kind: "tmpfs".into(),
+        source: "shm".into(),
+        options: ["nosuid", "nodev", "noexec", "mode=1777", SIZE]
+            .map(String::from)
+            .to_vec(),
+    };
+    wharf_core::mount::mount_all(&[tmpfs], dir)
+        .map_err(|e| Error::from(e).context("mount the pod's shm"))
 }
 
-/// Unmounts the tmpfs at `dir` if one is there (detached: a process still holding a file in
-/// it keeps it alive, not the mount point). Fine when there is nothing to unmount.
+/// Unmounts the tmpfs at `dir` if one is there (lazily if a process still holds a file in
+/// it). Fine when there is nothing to unmount.
 pub fn unmount(dir: &Path) -> Result<()> {
-    match nix::mount::umount2(dir, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(Error::Internal(format!(
-            "unmount the pod's shm at {}: {e}",
-            dir.display()
-        ))),
-    }
+    wharf_core::mount::unmount(dir).map_err(|e| Error::from(e).context("unmount the pod's shm"))
 }

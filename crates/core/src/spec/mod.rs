@@ -397,7 +397,7 @@ fn check_cpuset(c: &str) -> Result<()> {
 
 /// The bytes of a HugeTLB page size as CRI and the cgroup files spell it (`2MB`, `1GB`, base
 /// 1024), refusing anything else: the size becomes part of a cgroup file name.
-pub fn page_size_bytes(size: &str) -> Result<u64> {
+fn page_size_bytes(size: &str) -> Result<u64> {
     let digits = size.chars().take_while(|c| c.is_ascii_digit()).count();
     let (n, unit) = size.split_at(digits);
     let shift = match unit {
