@@ -230,14 +230,28 @@ pub struct Image {
 impl Image {
     /// An OCI image of `layers` for `arch` running `cmd`.
     pub fn new(layers: Vec<Layer>, arch: &str, cmd: &[&str]) -> Result<Image> {
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": arch,
-            "os": "linux",
-            "config": {
+        Image::with_config(
+            layers,
+            arch,
+            serde_json::json!({
                 "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                 "Cmd": cmd,
                 "WorkingDir": "/",
-            },
+            }),
+        )
+    }
+
+    /// An OCI image of `layers` for `arch` whose runtime config (`config` in the image config
+    /// JSON: Cmd, Env, Volumes...) is `runtime`.
+    pub fn with_config(
+        layers: Vec<Layer>,
+        arch: &str,
+        runtime: serde_json::Value,
+    ) -> Result<Image> {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": runtime,
             "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() },
             "history": layers.iter().map(|_| serde_json::json!({"created_by": "wharf test fixture"})).collect::<Vec<_>>(),
         }))?;

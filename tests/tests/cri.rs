@@ -1256,6 +1256,224 @@ fn cri_pods_network_containers_logs_exec_stats() {
     });
 }
 
+/// busybox and a layer for volumes: `/data` (uid 1000, 0750) with a file and a symlink,
+/// `/sneaky` -> `/etc` (absolute: resolved in the rootfs, it is the image's /etc).
+fn volume_image(volumes: &[&str]) -> images::Image {
+    let base = images::busybox().unwrap();
+    let layer = images::Layer::new(vec![
+        images::Entry::Dir {
+            path: "data".into(),
+            mode: 0o750,
+            uid: 1000,
+            gid: 1000,
+        },
+        images::owned_file("data/seed", 0o640, 1000, 1000, b"seeded\n"),
+        images::symlink("data/link", "/etc/passwd"),
+        images::symlink("sneaky", "/etc"),
+        images::file("notadir", 0o644, b"a file\n"),
+    ])
+    .unwrap();
+    let volumes: serde_json::Map<String, serde_json::Value> = volumes
+        .iter()
+        .map(|v| (v.to_string(), serde_json::json!({})))
+        .collect();
+    images::Image::with_config(
+        vec![base.layers.into_iter().next().unwrap(), layer],
+        "amd64",
+        serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Cmd": ["sh"],
+            "Volumes": volumes,
+        }),
+    )
+    .unwrap()
+}
+
+/// Image-declared volumes, as containerd's CRI makes them: a directory of the container's own
+/// at each path no CRI mount covers, writable on a read-only rootfs, seeded from the image
+/// (owner and mode kept, symlinks resolved inside the rootfs), fresh for each container and
+/// removed with it; an image whose volume is a file fails CreateContainer leaving nothing.
+#[test]
+fn cri_image_volumes() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let good = volume_image(&["/data", "/empty/sub", "/sneaky", "/covered"]);
+    images::push(&reg, "vols", "latest", &good).unwrap();
+    images::push(&reg, "vols", "bad", &volume_image(&["/data", "/notadir"])).unwrap();
+    let env = pod_env();
+    let w = &env.w;
+    let image = format!("{}/vols:latest", reg.host());
+    let bad = format!("{}/vols:bad", reg.host());
+    let covered = w.dir.path().join("covered");
+    std::fs::create_dir_all(&covered).unwrap();
+    std::fs::write(covered.join("from-host"), "host\n").unwrap();
+    let host_etc: Vec<String> = std::fs::read_dir("/etc")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    rt().block_on(async {
+        let (mut r, mut i) = clients(w).await;
+        pull(&mut i, &image, None).await.unwrap();
+        pull(&mut i, &bad, None).await.unwrap();
+        let pc = pod_config("vols", "uid-vols", &w.dir.path().join("logs"));
+        let pod = run_pod(&mut r, &pc).await.unwrap();
+        let make = |name: &str| {
+            let mut c = container_config(name, &image, &["sleep", "1000"]);
+            c.mounts = vec![pb::Mount {
+                container_path: "/covered".into(),
+                host_path: covered.display().to_string(),
+                ..Default::default()
+            }];
+            c.linux = Some(pb::LinuxContainerConfig {
+                security_context: Some(pb::LinuxContainerSecurityContext {
+                    readonly_rootfs: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            c
+        };
+        let c1 = create(&mut r, &pod, &pc, make("c1")).await.unwrap();
+        // Seeded at create, on the host: the image's content and nothing else. The absolute
+        // symlink /sneaky -> /etc resolved inside the rootfs: the image's /etc, not the host's.
+        let dir = w.root.join("cri/containers").join(&c1);
+        let mut seeded: Vec<Vec<String>> = std::fs::read_dir(dir.join("volumes"))
+            .unwrap()
+            .map(|e| {
+                let mut names: Vec<String> = std::fs::read_dir(e.unwrap().path())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect();
+        seeded.sort();
+        assert_eq!(
+            seeded,
+            [vec![], vec!["group", "passwd"], vec!["link", "seed"]],
+            "host /etc: {host_etc:?}"
+        );
+        start(&mut r, &c1).await;
+        let sh = |cmd: &str| vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
+        let run = |r: &mut Runtime, id: &str, cmd: &str| {
+            let (mut r, id, cmd) = (r.clone(), id.to_string(), sh(cmd));
+            async move {
+                let res = r
+                    .exec_sync(pb::ExecSyncRequest {
+                        container_id: id,
+                        cmd,
+                        timeout: 10,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (res.exit_code, out(&res))
+            }
+        };
+        // Seeded from the image, its owner and mode kept, the symlink copied as a link.
+        assert_eq!(
+            run(&mut r, &c1, "cat /data/seed").await,
+            (0, "seeded".into())
+        );
+        assert_eq!(
+            run(&mut r, &c1, "stat -c '%u %a' /data /data/seed").await,
+            (0, "1000 750\n1000 640".into())
+        );
+        assert_eq!(
+            run(&mut r, &c1, "readlink /data/link").await,
+            (0, "/etc/passwd".into())
+        );
+        // Writable although the rootfs is read-only (which it is).
+        assert_eq!(
+            run(&mut r, &c1, "echo new > /data/new && cat /data/new").await,
+            (0, "new".into())
+        );
+        assert_ne!(run(&mut r, &c1, "touch /rootfs-file").await.0, 0);
+        // A path the image lacks: an empty directory, writable.
+        assert_eq!(
+            run(
+                &mut r,
+                &c1,
+                "ls -A /empty/sub && touch /empty/sub/x && ls /empty/sub"
+            )
+            .await,
+            (0, "x".into())
+        );
+        // The symlinked volume is mounted where the link leads, in the rootfs: /etc.
+        assert_eq!(
+            run(&mut r, &c1, "grep ^user: /sneaky/passwd").await,
+            (0, "user:x:1000:1000:user:/home/user:/bin/sh".into())
+        );
+        // A CRI mount wins over the image's volume at the same path.
+        assert_eq!(
+            run(&mut r, &c1, "ls /covered").await,
+            (0, "from-host".into())
+        );
+
+        // The write landed in the container's own directory on the host.
+        let vols: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("volumes"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(vols.len(), 3, "{vols:?}");
+        assert_eq!(
+            vols.iter()
+                .filter(|v| std::fs::read_to_string(v.join("new")).is_ok_and(|s| s == "new\n"))
+                .count(),
+            1
+        );
+
+        // Another container of the same image starts from the image's content again.
+        let c2 = create(&mut r, &pod, &pc, make("c2")).await.unwrap();
+        start(&mut r, &c2).await;
+        assert_eq!(run(&mut r, &c2, "ls /data").await, (0, "link\nseed".into()));
+
+        // Removed with the container.
+        r.remove_container(pb::RemoveContainerRequest {
+            container_id: c1.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(w.root.join("cri/containers").join(&c2).exists());
+
+        // A volume where the image has a file: refused, nothing half-created.
+        let before = r
+            .list_containers(pb::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .len();
+        let e = create(&mut r, &pod, &pc, container_config("b", &bad, &["true"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("/notadir"), "{e:?}");
+        let after = r
+            .list_containers(pb::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .len();
+        assert_eq!(before, after);
+        let left: Vec<_> = std::fs::read_dir(w.root.join("cri/containers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(&c2)]);
+
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(!w.root.join("cri/containers").join(&c2).exists());
+    });
+}
+
 #[test]
 fn cri_pod_survives_wharfd_restart() {
     wharf_tests::require_root();
@@ -1304,9 +1522,18 @@ fn cri_pod_survives_wharfd_restart() {
         assert!(Instant::now() < deadline, "pause {gone_pid} did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Volume directories: one of a container that is gone (a crash between removing them and
+    // the record), one of a live container.
+    let containers = env.w.root.join("cri/containers");
+    let orphan = containers.join("0".repeat(64));
+    std::fs::create_dir_all(orphan.join("volumes/v")).unwrap();
+    std::fs::create_dir_all(containers.join(&ctr).join("volumes/v")).unwrap();
     env.w.spawn().unwrap();
     rt().block_on(async {
         let (mut r, _) = clients(&env.w).await;
+        r.version(pb::VersionRequest::default()).await.unwrap();
+        assert!(!orphan.exists(), "orphan volumes kept");
+        assert!(containers.join(&ctr).join("volumes/v").exists());
         let pods = r
             .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
             .await

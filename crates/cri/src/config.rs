@@ -25,6 +25,9 @@ pub struct Config {
     pub enable_selinux: bool,
     /// Run containers without AppArmor profiles even where the kernel has AppArmor.
     pub disable_apparmor: bool,
+    /// Leave the paths an image declares as volumes (`VOLUME`) in the container's rootfs
+    /// instead of giving each one a directory of the container's own, seeded from the image.
+    pub ignore_image_defined_volumes: bool,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             stream_server_port: "0".into(),
             enable_selinux: false,
             disable_apparmor: false,
+            ignore_image_defined_volumes: false,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Containers of a pod: CreateContainer (record + snapshot), StartContainer (the task, logging
+//! Containers of a pod: CreateContainer (record + snapshot + the image's volumes), StartContainer (the task, logging
 //! in CRI format to the pod's log directory), StopContainer, RemoveContainer (with the exit
 //! recorded on the way), ReopenContainerLog and UpdateContainerResources. What is reported about
 //! them is `status.rs`.
@@ -94,6 +94,24 @@ impl Cri {
             },
             crate::cgroup::host_limits(),
         )?;
+        // Image-declared volumes: a directory of the container's own at each, seeded below.
+        let volumes = if self.config.ignore_image_defined_volumes {
+            Vec::new()
+        } else {
+            crate::volumes::plan(
+                &image.config,
+                &config.mounts,
+                &crate::volumes::container_dir(&self.root, &id),
+            )
+            .map_err(|e| e.context(format!("image {image_name:?}")))?
+        };
+        for v in &volumes {
+            opts.mounts.push(crate::spec::bind_mount(
+                &v.dest,
+                &v.host,
+                &["rbind", "rprivate", "rw"],
+            ));
+        }
         let security = config
             .linux
             .as_ref()
@@ -179,8 +197,22 @@ impl Cri {
         .await
         .map_err(|e| Error::Internal(format!("prepare task: {e}")))
         .and_then(|r| r.map_err(Error::from));
-        if let Err(e) = prepared {
+        let seeded = match prepared {
+            Ok(mounts) if !volumes.is_empty() => {
+                let tmp = self.tmp.clone();
+                tokio::task::spawn_blocking(move || crate::volumes::seed(&volumes, &mounts, &tmp))
+                    .await
+                    .map_err(|e| Error::Internal(format!("seed volumes task: {e}")))
+                    .and_then(|r| r)
+                    .map_err(|e| e.context("failed to set up the image's volumes"))
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = seeded {
             let _ = self.snapshotter.remove(NAMESPACE, &id);
+            if let Err(e) = crate::volumes::remove(&self.root, &id) {
+                tracing::warn!(id, error = %e, "cri: undo container volumes");
+            }
             let _ = self.db.container_delete(NAMESPACE, &id);
             return Err(e);
         }
@@ -289,6 +321,9 @@ impl Cri {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(Error::from(e).context(format!("remove container {id} snapshot"))),
         }
+        // Before the record: a crash in between leaves a record to remove again, not a
+        // directory nobody knows.
+        crate::volumes::remove(&self.root, &id)?;
         match self.db.container_delete(NAMESPACE, &id) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}

@@ -43,6 +43,7 @@ mod store;
 mod stream_requests;
 pub mod streaming;
 mod task;
+mod volumes;
 
 /// Pure checks of client input, exported for the fuzz targets (`fuzz/`) only.
 #[doc(hidden)]
@@ -293,6 +294,7 @@ impl Cri {
     pub async fn start(&self) {
         self.started
             .get_or_init(|| async {
+                self.remove_orphan_volumes();
                 let builtin = images::normalize(&self.config.sandbox_image)
                     .is_ok_and(|n| images::normalize(&pause::builtin_name()).is_ok_and(|b| b == n));
                 if !builtin {
@@ -303,6 +305,36 @@ impl Cri {
                 }
             })
             .await;
+    }
+}
+
+impl Cri {
+    /// Removes the volume directories of containers whose records are gone (a crash between
+    /// the two in RemoveContainer, or a record deleted through the containers API).
+    fn remove_orphan_volumes(&self) {
+        let dirs = volumes::container_dirs(&self.root);
+        if dirs.is_empty() {
+            return;
+        }
+        let containers = match self.db.container_list(NAMESPACE, &Default::default()) {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cri: list containers for orphan volumes");
+                return;
+            }
+        };
+        for id in dirs {
+            if containers.iter().any(|c| c.id == id) {
+                continue;
+            }
+            match volumes::remove(&self.root, &id) {
+                Ok(()) => {
+                    tracing::info!(id, "cri: removed the volumes of a container that is gone")
+                }
+                Err(e) => tracing::warn!(id, error = %e, "cri: remove orphan volumes"),
+            }
+        }
     }
 }
 

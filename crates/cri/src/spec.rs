@@ -257,7 +257,7 @@ fn bind(m: &pb::Mount) -> Result<Mount> {
     ))
 }
 
-fn bind_mount(dest: &str, src: &Path, options: &[&str]) -> Mount {
+pub(crate) fn bind_mount(dest: &str, src: &Path, options: &[&str]) -> Mount {
     let mut mount = Mount::default();
     mount.set_destination(PathBuf::from(dest));
     mount.set_typ(Some("bind".into()));

@@ -97,6 +97,11 @@ const KEYS: &[(&str, &str)] = &[
          wharf's profile, loaded with apparmor_parser on first use).",
     ),
     (
+        "cri.ignore_image_defined_volumes",
+        "Leave the image's VOLUME paths in the container's rootfs instead of giving each a \
+         writable directory of the container's own, seeded with the image's content there.",
+    ),
+    (
         "metrics",
         "Prometheus metrics: GET http://<address>/metrics (text format 0.0.4).",
     ),

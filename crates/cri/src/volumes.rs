@@ -1,0 +1,263 @@
+//! Image-declared volumes (`Volumes` in the image config, a Dockerfile's `VOLUME`), as
+//! containerd's CRI makes them: every such path that no CRI mount covers gets a directory of
+//! the container's own under `<root>/cri/containers/<id>/volumes/`, bound read-write there (so
+//! it stays writable on a read-only rootfs), seeded at CreateContainer with what the image holds
+//! at that path (owners, modes, links and xattrs kept) and removed with the container.
+//!
+//! The seed is copied from the container's freshly prepared snapshot, mounted read-only, with
+//! the volume path resolved inside that rootfs (`openat2(RESOLVE_IN_ROOT)`): an image whose
+//! volume path is a symlink to `/etc` is seeded from its own `/etc`, never the host's. A seed is
+//! copied to a temporary name and renamed into place, so a volume is either whole or missing
+//! (a crash mid-copy leaves no half-seeded volume for StartContainer to mount).
+
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use wharf_api::cri as pb;
+use wharf_core::diff::safepath::{self, Root};
+use wharf_core::digest::Digest;
+use wharf_core::images::ImageConfig;
+use wharf_core::snapshots::Mount;
+
+use crate::{Error, Result};
+
+/// One image volume of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Where it is mounted in the container (absolute, clean).
+    pub dest: String,
+    /// The container's own directory for it.
+    pub host: PathBuf,
+}
+
+/// The directory that holds a container's volumes (and nothing of anyone else).
+pub fn container_dir(root: &Path, id: &str) -> PathBuf {
+    root.join("cri").join("containers").join(id)
+}
+
+/// `path` made absolute and lexically clean (`..` stops at the root), as a mount destination.
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str().unwrap_or_default()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The image's volumes that no CRI mount covers, in path order, each with its directory under
+/// `dir` (the container's, see [`container_dir`]). A malformed `Volumes` is refused.
+pub fn plan(image: &ImageConfig, mounts: &[pb::Mount], dir: &Path) -> Result<Vec<Volume>> {
+    let Some(volumes) = image.config.as_ref().and_then(|c| c.get("Volumes")) else {
+        return Ok(Vec::new());
+    };
+    let paths: Vec<&String> = match volumes {
+        serde_json::Value::Null => return Ok(Vec::new()),
+        serde_json::Value::Object(m) => m.keys().collect(),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "malformed image config: Volumes must be an object, not {other}"
+            )))
+        }
+    };
+    let covered: Vec<String> = mounts.iter().map(|m| clean(&m.container_path)).collect();
+    let mut out: Vec<Volume> = Vec::new();
+    for p in paths {
+        if p.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "malformed image config: volume path {p:?}"
+            )));
+        }
+        let dest = clean(p);
+        if dest == "/" {
+            return Err(Error::InvalidArgument(
+                "image declares the root directory as a volume".into(),
+            ));
+        }
+        if covered.contains(&dest) || out.iter().any(|v| v.dest == dest) {
+            continue;
+        }
+        let digest = Digest::of(dest.as_bytes());
+        out.push(Volume {
+            host: dir.join("volumes").join(&digest.hex()[..16]),
+            dest,
+        });
+    }
+    out.sort_by(|a, b| a.dest.cmp(&b.dest));
+    Ok(out)
+}
+
+/// Makes each volume's directory, seeded from the snapshot `mounts` (mounted read-only under
+/// `tmp` for the copy). Blocking: run it off the async workers.
+pub fn seed(volumes: &[Volume], mounts: &[Mount], tmp: &Path) -> Result<()> {
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let mut ro = mounts.to_vec();
+    for m in &mut ro {
+        m.options.retain(|o| o != "rw");
+        m.options.push("ro".into());
+    }
+    let rootfs = wharf_core::mount::TempMount::new(&ro, tmp)?;
+    let root = Root::open(rootfs.path())?;
+    for v in volumes {
+        seed_one(&root, v)?;
+    }
+    Ok(())
+}
+
+fn seed_one(root: &Root, v: &Volume) -> Result<()> {
+    if v.host.exists() {
+        return Ok(());
+    }
+    let parent = v.host.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| Error::Internal(format!("create {}: {e}", parent.display())))?;
+    let comps = safepath::clean(v.dest.as_bytes());
+    let src = match root.openat2(&comps.join(&b'/'), libc::O_PATH) {
+        Ok(fd) => Some(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "image volume {}: open it in the rootfs: {e}",
+                v.dest
+            )))
+        }
+    };
+    let Some(src) = src else {
+        // Nothing in the image there: an empty directory, as containerd makes it.
+        return std::fs::create_dir(&v.host)
+            .map_err(|e| Error::Internal(format!("create {}: {e}", v.host.display())));
+    };
+    let fd_path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&src)
+    ));
+    let meta = std::fs::metadata(&fd_path)
+        .map_err(|e| Error::Internal(format!("image volume {}: stat: {e}", v.dest)))?;
+    if !meta.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "image volume {}: the image has a non-directory at that path",
+            v.dest
+        )));
+    }
+    let name = v
+        .host
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = parent.join(format!(".{name}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    // `cp -a src/. new` makes `new` a copy of the directory itself (owner and mode included) and
+    // of everything in it; symlinks are copied as links, never followed.
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg("--")
+        .arg(fd_path.join("."))
+        .arg(&partial)
+        .output()
+        .map_err(|e| Error::Internal(format!("run cp -a: {e}")))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(Error::Internal(format!(
+            "image volume {}: copy the image's content: {}",
+            v.dest,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    std::fs::rename(&partial, &v.host).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&partial);
+        Error::Internal(format!("rename {} into place: {e}", partial.display()))
+    })
+}
+
+/// Removes a container's directory and its volumes (gone already is fine).
+pub fn remove(root: &Path, id: &str) -> Result<()> {
+    let dir = container_dir(root, id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Internal(format!("remove {}: {e}", dir.display()))),
+    }
+}
+
+/// The ids that have a container directory. Listed before the records are read, a directory
+/// whose id has no record is an orphan: directories are made after their record is committed.
+pub fn container_dirs(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join("cri").join("containers")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(volumes: serde_json::Value) -> ImageConfig {
+        ImageConfig {
+            config: Some(serde_json::json!({ "Volumes": volumes })),
+            ..Default::default()
+        }
+    }
+
+    fn mount(path: &str) -> pb::Mount {
+        pb::Mount {
+            container_path: path.into(),
+            host_path: "/srv".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn volumes_not_covered_by_mounts_get_a_directory_each() {
+        let dir = Path::new("/r/cri/containers/c1");
+        let img = image(serde_json::json!({
+            "/data": {}, "/logs/": {}, "cache": {}, "/a/../data": {}, "/var/lib/x": {}
+        }));
+        let v = plan(&img, &[mount("/logs"), mount("/var/lib/x/")], dir).unwrap();
+        let dests: Vec<&str> = v.iter().map(|v| v.dest.as_str()).collect();
+        assert_eq!(dests, ["/cache", "/data"]);
+        for v in &v {
+            assert!(v.host.starts_with(dir.join("volumes")), "{v:?}");
+        }
+        assert_ne!(v[0].host, v[1].host);
+        // The same path always names the same directory.
+        let again = plan(&img, &[], dir).unwrap();
+        assert_eq!(again.iter().find(|x| x.dest == "/data"), Some(&v[1]));
+    }
+
+    #[test]
+    fn images_without_volumes_and_malformed_ones() {
+        let dir = Path::new("/r");
+        assert!(plan(&ImageConfig::default(), &[], dir).unwrap().is_empty());
+        assert!(plan(&image(serde_json::Value::Null), &[], dir)
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            plan(&image(serde_json::json!(["/data"])), &[], dir),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            plan(&image(serde_json::json!({"/../": {}})), &[], dir),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean("/a/b/"), "/a/b");
+        assert_eq!(clean("a/./b"), "/a/b");
+        assert_eq!(clean("/../../etc"), "/etc");
+        assert_eq!(clean("/a/../../b"), "/b");
+    }
+}
