@@ -1256,6 +1256,156 @@ fn cri_pods_network_containers_logs_exec_stats() {
     });
 }
 
+/// The parent of `pid` (the shim that reaps it).
+fn ppid(pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+async fn verbose_pid(r: &mut Runtime, id: &str, pod: bool) -> i64 {
+    let info = if pod {
+        r.pod_sandbox_status(pb::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+    } else {
+        r.container_status(pb::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+    };
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    v["pid"].as_i64().unwrap()
+}
+
+/// As containerd groups them: a pod's containers run under the shim of its sandbox (one shim
+/// process per pod), which outlives a container that is removed or fails to start, and goes when
+/// the pod goes; another pod has a shim of its own.
+#[test]
+fn cri_pod_containers_share_one_shim() {
+    wharf_tests::require_root();
+    let env = pod_env();
+    let w = &env.w;
+    let logs = w.dir.path().join("logs");
+    rt().block_on(async {
+        let (mut r, mut i) = clients(w).await;
+        let pc = pod_config("shared", "uid-shared", &logs);
+        let pod = run_pod(&mut r, &pc).await.unwrap();
+        let pause = list(&mut i, None).await;
+        let pause = pause.iter().find(|i| i.pinned).unwrap().repo_tags[0].clone();
+        let mut ids = Vec::new();
+        for name in ["a", "b"] {
+            let id = create(&mut r, &pod, &pc, container_config(name, &pause, &[]))
+                .await
+                .unwrap();
+            start(&mut r, &id).await;
+            ids.push(id);
+        }
+        let shim = ppid(verbose_pid(&mut r, &pod, true).await);
+        let comm = std::fs::read_to_string(format!("/proc/{shim}/comm")).unwrap();
+        assert_eq!(comm.trim(), "containerd-shim", "{shim}");
+        for id in &ids {
+            assert_eq!(ppid(verbose_pid(&mut r, id, false).await), shim, "{id}");
+        }
+        // Another pod: another shim.
+        let pc2 = pod_config("other", "uid-other", &logs);
+        let pod2 = run_pod(&mut r, &pc2).await.unwrap();
+        assert_ne!(ppid(verbose_pid(&mut r, &pod2, true).await), shim);
+
+        // A container that fails to start leaves the pod's shim and containers alone.
+        let bad = create(
+            &mut r,
+            &pod,
+            &pc,
+            container_config("bad", &pause, &["/nonexistent"]),
+        )
+        .await
+        .unwrap();
+        let e = r
+            .start_container(pb::StartContainerRequest {
+                container_id: bad.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("/nonexistent"), "{e:?}");
+        // Its clean-up kept the shim's socket: the next container joins the same shim.
+        let c = create(&mut r, &pod, &pc, container_config("c", &pause, &[]))
+            .await
+            .unwrap();
+        start(&mut r, &c).await;
+        assert_eq!(ppid(verbose_pid(&mut r, &c, false).await), shim);
+        // Removing a container keeps the shim for the others.
+        r.remove_container(pb::RemoveContainerRequest {
+            container_id: ids[0].clone(),
+        })
+        .await
+        .unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{shim}")).exists());
+        let s = c_status(&mut r, &ids[1]).await;
+        assert_eq!(
+            s.state,
+            pb::ContainerState::ContainerRunning as i32,
+            "{s:?}"
+        );
+        r.stop_container(pb::StopContainerRequest {
+            container_id: ids[1].clone(),
+            timeout: 5,
+        })
+        .await
+        .unwrap();
+        let s = c_status(&mut r, &ids[1]).await;
+        assert_eq!(s.state, pb::ContainerState::ContainerExited as i32, "{s:?}");
+        assert!(std::path::Path::new(&format!("/proc/{shim}")).exists());
+
+        // The pod's end is the shim's.
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{shim}/comm"))
+            .is_ok_and(|c| c.trim() == "containerd-shim")
+        {
+            assert!(Instant::now() < deadline, "shim {shim} outlived its pod");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A pod's shim killed: its sandbox and every container of it are seen to end.
+        let d = create(&mut r, &pod2, &pc2, container_config("d", &pause, &[]))
+            .await
+            .unwrap();
+        start(&mut r, &d).await;
+        let shim2 = ppid(verbose_pid(&mut r, &d, false).await);
+        assert_eq!(ppid(verbose_pid(&mut r, &pod2, true).await), shim2);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim2 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let s = exited(&mut r, &d).await;
+        assert_ne!(s.exit_code, 0, "{s:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pod_status(&mut r, &pod2).await.state != pb::PodSandboxState::SandboxNotready as i32 {
+            assert!(Instant::now() < deadline, "pod of a dead shim still ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod2.clone(),
+        })
+        .await
+        .unwrap();
+    });
+}
+
 /// busybox and a layer for volumes: `/data` (uid 1000, 0750) with a file and a symlink,
 /// `/sneaky` -> `/etc` (absolute: resolved in the rootfs, it is the image's /etc).
 fn volume_image(volumes: &[&str]) -> images::Image {

@@ -1,5 +1,6 @@
-//! The shim manager: starts a shim per task with containerd's runtime v2 contract, keeps one
-//! ttrpc connection to each, finds them again after a restart, and cleans up after dead ones.
+//! The shim manager: starts a shim per task (a pod's containers join its sandbox's shim) with
+//! containerd's runtime v2 contract, keeps one ttrpc connection per task, finds them again after a
+//! restart, and cleans up after dead ones.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -260,6 +261,7 @@ impl Manager {
         .map_err(|e| Error::io("record shim binary", e))?;
         self.watch_log(&bundle.path, &t.namespace, &t.id);
         let result = async {
+            let t0 = std::time::Instant::now();
             let out = self
                 .shim_command(&binary, &t.namespace, &t.id, &bundle.path)
                 .arg("start")
@@ -275,7 +277,9 @@ impl Manager {
             }
             let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let _ = std::fs::write(bundle.path.join("address"), &address);
+            let t1 = std::time::Instant::now();
             let shim = Shim::connect(&address, &t.namespace, &t.id, bundle.path.clone()).await?;
+            let t2 = std::time::Instant::now();
             let mut req = t.request;
             req.id = t.id.clone();
             req.bundle = bundle.path.to_string_lossy().into_owned();
@@ -290,6 +294,13 @@ impl Manager {
                     return Err(e);
                 }
             };
+            tracing::debug!(
+                id = %t.id,
+                shim_start_us = (t1 - t0).as_micros() as u64,
+                connect_us = (t2 - t1).as_micros() as u64,
+                create_us = t2.elapsed().as_micros() as u64,
+                "task created"
+            );
             Ok((Arc::new(shim), resp.pid))
         }
         .await;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Args {
     pub namespace: String,
     pub address: String,
@@ -59,27 +59,55 @@ impl Args {
         Ok(a)
     }
 
-    /// A short stable name for this task, from the daemon's address, namespace and id, as
-    /// containerd names its shim sockets (paths must stay under the 108-byte sun_path limit).
-    fn key(&self) -> String {
+    /// A short stable name for `id` (a task, or a group of them), from the daemon's address and
+    /// namespace too, as containerd names its shim sockets (paths must stay under the 108-byte
+    /// sun_path limit).
+    fn key(&self, id: &str) -> String {
         let mut h = Sha256::new();
         h.update(self.address.as_bytes());
         h.update(b"\0");
         h.update(self.namespace.as_bytes());
         h.update(b"\0");
-        h.update(self.id.as_bytes());
+        h.update(id.as_bytes());
         hex::encode(h.finalize())
     }
 
-    /// The task socket: `/run/wharf/s/<sha256>`.
-    pub fn socket_path(&self) -> PathBuf {
-        PathBuf::from("/run/wharf/s").join(self.key())
+    /// The socket of the shim that serves `group` (a task's id, or its pod's: see `group`):
+    /// `/run/wharf/s/<sha256>`.
+    pub fn socket_path(&self, group: &str) -> PathBuf {
+        PathBuf::from("/run/wharf/s").join(self.key(group))
     }
 
-    /// libcontainer's state root for this task (kept apart from every other shim's).
-    pub fn runtime_root(&self) -> PathBuf {
-        PathBuf::from("/run/wharf/c").join(&self.key()[..32])
+    /// libcontainer's state root for task `id` (kept apart from every other task's).
+    pub fn runtime_root(&self, id: &str) -> PathBuf {
+        PathBuf::from("/run/wharf/c").join(&self.key(id)[..32])
     }
+}
+
+/// The annotations that put a task in the shim of a group, as containerd's runc shim reads them:
+/// the containers of a Kubernetes pod share the shim of its sandbox.
+const GROUP_ANNOTATIONS: &[&str] = &[
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
+
+/// The shim group of the task whose spec is `config` (config.json's bytes): its group
+/// annotation, else the task's own id. An unreadable spec means no group (the create that
+/// follows reports it).
+pub fn group(config: &[u8], id: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    let Ok(spec) = serde_json::from_slice::<Spec>(config) else {
+        return id.to_string();
+    };
+    GROUP_ANNOTATIONS
+        .iter()
+        .find_map(|a| spec.annotations.get(*a).filter(|g| !g.is_empty()))
+        .cloned()
+        .unwrap_or_else(|| id.to_string())
 }
 
 #[cfg(test)]
@@ -114,10 +142,31 @@ mod tests {
     }
 
     #[test]
-    fn sockets_differ_per_task_and_fit_sun_path() {
+    fn sockets_differ_per_group_and_fit_sun_path() {
         let a = parse("-namespace n -address /a -id x start").unwrap();
-        let b = parse("-namespace n -address /a -id y start").unwrap();
-        assert_ne!(a.socket_path(), b.socket_path());
-        assert!(a.socket_path().as_os_str().len() < 100);
+        let b = parse("-namespace m -address /a -id x start").unwrap();
+        assert_ne!(a.socket_path("x"), a.socket_path("y"));
+        assert_ne!(a.socket_path("x"), b.socket_path("x"));
+        assert!(a.socket_path("x").as_os_str().len() < 100);
+        assert_ne!(a.runtime_root("x"), a.runtime_root("y"));
+    }
+
+    #[test]
+    fn groups_from_annotations() {
+        let pod = br#"{"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}"#;
+        assert_eq!(group(pod, "c1"), "pod1");
+        let both = br#"{"annotations": {"io.kubernetes.cri.sandbox-id": "pod1",
+            "io.containerd.runc.v2.group": "g"}}"#;
+        assert_eq!(group(both, "c1"), "g");
+        assert_eq!(group(br#"{"annotations": {}}"#, "c1"), "c1");
+        assert_eq!(group(br#"{"ociVersion": "1.0.2"}"#, "c1"), "c1");
+        assert_eq!(
+            group(
+                br#"{"annotations": {"io.kubernetes.cri.sandbox-id": ""}}"#,
+                "c1"
+            ),
+            "c1"
+        );
+        assert_eq!(group(b"not json", "c1"), "c1");
     }
 }

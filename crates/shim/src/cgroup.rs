@@ -310,11 +310,27 @@ fn oom_kills(memory_events: &Path) -> u64 {
 /// for one; ~10 ms here). Re-attaching the shim to its own cgroup costs exactly that wait, and
 /// libcontainer's migration of the new container, which comes a few milliseconds later, then
 /// shares the same grace period instead of starting its own.
+///
+/// One worker thread serves every request, for the shim's life (a pod's shim sees a create per
+/// container and an exec per probe: a thread each would pile up, parked). A request made while
+/// one is pending joins it.
 pub fn prewarm_attach() {
-    let _ = crate::threads::spawn_ready("cg-prewarm", 64 * 1024, || {
-        prewarm();
-        crate::threads::park_forever();
+    static WORKER: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<()>>> =
+        std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        crate::threads::spawn_ready("cg-prewarm", 64 * 1024, move || {
+            while rx.recv().is_ok() {
+                prewarm();
+            }
+            crate::threads::park_forever();
+        })
+        .ok()
+        .map(|()| tx)
     });
+    if let Some(tx) = worker {
+        let _ = tx.try_send(());
+    }
 }
 
 fn prewarm() {

@@ -1,5 +1,6 @@
 //! `start`: binds the task socket, forks the long-lived shim into its own session and prints the
-//! address for the daemon. The child serves until the daemon calls Shutdown.
+//! address for the daemon; a task of a group whose shim runs (a pod's container) gets that shim's
+//! address instead. The child serves until the daemon calls Shutdown with no task left.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -19,19 +20,45 @@ const V2: &str = "containerd.task.v2.Task";
 const V3: &str = "containerd.task.v3.Task";
 
 pub fn start(args: &Args) -> Result<(), String> {
-    let socket = args.socket_path();
+    // The containers of a pod join the shim of its sandbox, as containerd's runc shim groups
+    // them: one process per pod, and no shim to start for each container.
+    let config = std::fs::read("config.json").unwrap_or_default();
+    let group = crate::args::group(&config, &args.id);
+    let socket = args.socket_path(&group);
     let dir = socket.parent().unwrap_or(Path::new("/run/wharf"));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
         .create(dir)
         .map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let listener = bind(&socket)?;
     let address = format!("unix://{}", socket.display());
+    // Starts of the same group are serialised (a lock on the sockets' directory), so that two
+    // containers of a new pod cannot each take a shim of their own.
+    let lock = std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("lock {}: {e}", dir.display()))?;
+    let listener = match bind(&socket)? {
+        Bound::New(l) => l,
+        Bound::Live if group != args.id => {
+            // The group's shim serves this task too.
+            drop(lock);
+            let _ = std::fs::write("address", &address);
+            print!("{address}");
+            let _ = std::io::stdout().flush();
+            return Ok(());
+        }
+        Bound::Live => {
+            return Err(format!(
+                "a shim already serves {} (task exists)",
+                socket.display()
+            ))
+        }
+    };
 
     // Still single-threaded here, so fork is safe; the child builds its runtime afterwards.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Parent { .. } => {
+            drop(lock);
             // containerd reads the address from stdout, and from the bundle on restore.
             let _ = std::fs::write("address", &address);
             print!("{address}");
@@ -39,33 +66,42 @@ pub fn start(args: &Args) -> Result<(), String> {
             Ok(())
         }
         ForkResult::Child => {
-            let code = match serve(args, listener) {
-                Ok(()) => 0,
+            drop(lock);
+            let svc = match serve(args, listener) {
+                Ok(svc) => Some(svc),
                 Err(e) => {
                     eprintln!("shim {}: {e}", args.id);
-                    1
+                    None
                 }
             };
             let _ = std::fs::remove_file(&socket);
-            let _ = std::fs::remove_dir_all(args.runtime_root());
-            std::process::exit(code);
+            let _ = std::fs::remove_dir_all(args.runtime_root(&args.id));
+            if let Some(svc) = &svc {
+                svc.remove_roots();
+            }
+            std::process::exit(if svc.is_some() { 0 } else { 1 });
         }
     }
 }
 
-/// Binds the socket, replacing a stale one; a live one means a shim already serves this task.
-fn bind(socket: &Path) -> Result<UnixListener, String> {
+enum Bound {
+    New(UnixListener),
+    /// A shim listens there already.
+    Live,
+}
+
+/// Binds the socket, replacing a stale one.
+fn bind(socket: &Path) -> Result<Bound, String> {
     match UnixListener::bind(socket) {
-        Ok(l) => Ok(l),
+        Ok(l) => Ok(Bound::New(l)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             if UnixStream::connect(socket).is_ok() {
-                return Err(format!(
-                    "a shim already serves {} (task exists)",
-                    socket.display()
-                ));
+                return Ok(Bound::Live);
             }
             let _ = std::fs::remove_file(socket);
-            UnixListener::bind(socket).map_err(|e| format!("bind {}: {e}", socket.display()))
+            UnixListener::bind(socket)
+                .map(Bound::New)
+                .map_err(|e| format!("bind {}: {e}", socket.display()))
         }
         Err(e) => Err(format!("bind {}: {e}", socket.display())),
     }
@@ -73,7 +109,7 @@ fn bind(socket: &Path) -> Result<UnixListener, String> {
 
 /// Detaches from the daemon (new session, stdio off its pipes, stderr into the bundle's `log`
 /// FIFO that wharfd reads) and serves the task API until Shutdown.
-fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
+fn serve(args: &Args, listener: UnixListener) -> Result<Arc<Service>, String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     let null = OpenOptions::new()
         .read(true)
@@ -160,7 +196,7 @@ fn serve(args: &Args, listener: UnixListener) -> Result<(), String> {
         svc.wait_shutdown().await;
         let _ = server.shutdown().await;
         svc.flush_events().await;
-        Ok::<(), String>(())
+        Ok::<Arc<Service>, String>(svc)
     })
 }
 

@@ -17,11 +17,12 @@ pub fn run(args: &Args) -> Result<(), String> {
         Some(b) => b.clone(),
         None => std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?,
     };
-    let root = args.runtime_root();
+    let root = args.runtime_root(&args.id);
     let pid = crate::engine::delete_after_crash(&root, &args.id).map_or(0, |p| p.max(0) as u32);
     let _ = std::fs::remove_dir_all(&root);
     let rootfs = bundle.join("rootfs");
     let _ = wharf_core::mount::unmount(&rootfs);
+    let config = std::fs::read(bundle.join("config.json")).unwrap_or_default();
     let cg_path = oci_spec::runtime::Spec::load(bundle.join("config.json"))
         .ok()
         .and_then(|s| s.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
@@ -31,7 +32,12 @@ pub fn run(args: &Args) -> Result<(), String> {
         id: args.id.clone(),
     }
     .remove_leftovers();
-    let _ = std::fs::remove_file(args.socket_path());
+    // The socket may be a group's whose shim still serves other tasks (a pod's container that
+    // failed to start): only a dead shim's goes.
+    let socket = args.socket_path(&crate::args::group(&config, &args.id));
+    if std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        let _ = std::fs::remove_file(&socket);
+    }
     let resp = DeleteResponse {
         pid,
         exit_status: 128 + libc::SIGKILL as u32,

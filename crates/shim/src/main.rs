@@ -1,4 +1,5 @@
-//! containerd-shim-wharf-v2: one process per container, speaking containerd's shim v2 contract.
+//! containerd-shim-wharf-v2: one process per container (per pod for Kubernetes' containers, as
+//! containerd's runc shim groups them), speaking containerd's shim v2 contract.
 //!
 //! `<shim> -namespace N -address A -publish-binary B -id ID start` binds the task socket, forks
 //! the long-lived shim (no re-exec: the fork happens before any thread exists) and prints the

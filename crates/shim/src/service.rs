@@ -1,6 +1,6 @@
-//! The task service (`containerd.task.v2.Task` / `v3`): one container, its init process and the
-//! processes exec'd into it, run by libcontainer in this process or by a runc-compatible binary
-//! (see `engine`).
+//! The task service (`containerd.task.v2.Task` / `v3`): the shim's containers (one, or the
+//! containers of a pod: see `args::group`), each with its init process and the processes exec'd
+//! into it, run by libcontainer in this process or by a runc-compatible binary (see `engine`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,22 +37,75 @@ struct Inner {
     engine: Option<Engine>,
     init: Option<Process>,
     execs: HashMap<String, Process>,
-    /// Exits of pids nobody claimed yet (an exec that ended before it was recorded).
-    unclaimed: HashMap<i32, u32>,
     cgroup: Option<Arc<Cgroup>>,
     rootfs: Option<PathBuf>,
     exec_seq: u64,
-    deleted: bool,
 }
 
-pub struct Service {
-    namespace: String,
+/// One container (task) of this shim: its init process and the processes exec'd into it.
+struct Container {
     id: String,
     bundle: PathBuf,
     /// libcontainer's state root for this task.
     root: PathBuf,
-    events: Publisher,
     inner: Mutex<Inner>,
+}
+
+impl Container {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A console socket path short enough for sun_path, unique per process.
+    fn console_path(&self, n: u64) -> PathBuf {
+        self.root.join(format!("console-{n}.sock"))
+    }
+
+    /// Records the exit of `pid` if it is one of this task's processes; the event to publish.
+    fn exited(&self, pid: i32, status: u32) -> Option<ev::TaskExit> {
+        let mut inner = self.lock();
+        let proc = match inner.init.as_mut() {
+            Some(p) if p.pid == pid && p.status != Status::STOPPED => Some(p),
+            _ => inner
+                .execs
+                .values_mut()
+                .find(|p| p.pid == pid && p.status != Status::STOPPED),
+        };
+        let p = proc?;
+        p.set_exited(status);
+        let id = if p.exec_id.is_empty() {
+            self.id.clone()
+        } else {
+            p.exec_id.clone()
+        };
+        let event = ev::TaskExit {
+            container_id: self.id.clone(),
+            id,
+            pid: pid as u32,
+            exit_status: status,
+            exited_at: p.exited_at().into(),
+            ..Default::default()
+        };
+        if p.exec_id.is_empty() {
+            // The init's end stops the container; the kernel kills what is left in its pid
+            // namespace, and those exits are reaped as they come.
+            if let Some(e) = inner.engine.as_mut() {
+                e.mark_stopped();
+            }
+        }
+        Some(event)
+    }
+}
+
+pub struct Service {
+    args: Args,
+    /// The bundle the shim was started in (its first task's).
+    bundle: PathBuf,
+    events: Publisher,
+    /// The containers this shim runs: one, or the containers of a pod (see `args::group`).
+    tasks: Mutex<HashMap<String, Arc<Container>>>,
+    /// Exits of pids nobody claimed yet (an exec that ended before it was recorded).
+    unclaimed: Mutex<HashMap<i32, u32>>,
     shutdown: tokio::sync::Notify,
 }
 
@@ -68,33 +121,28 @@ fn io_paths(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Paths {
 impl Service {
     pub fn new(args: &Args) -> Result<Service, String> {
         let bundle = std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?;
-        let root = args.runtime_root();
-        std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
         let ttrpc_address = std::env::var("TTRPC_ADDRESS")
             .ok()
             .filter(|a| !a.is_empty());
         Ok(Service {
-            namespace: args.namespace.clone(),
-            id: args.id.clone(),
+            args: args.clone(),
             bundle,
-            root,
             events: Publisher::start(ttrpc_address, &args.namespace),
-            inner: Mutex::new(Inner {
-                engine: None,
-                init: None,
-                execs: HashMap::new(),
-                unclaimed: HashMap::new(),
-                cgroup: None,
-                rootfs: None,
-                exec_seq: 0,
-                deleted: false,
-            }),
+            tasks: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::Notify::new(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn tasks(&self) -> MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn task(&self, id: &str) -> Res<Arc<Container>> {
+        self.tasks()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(&format!("task {id}")))
     }
 
     pub async fn wait_shutdown(&self) {
@@ -105,50 +153,25 @@ impl Service {
         self.events.flush().await;
     }
 
-    fn check_id(&self, id: &str) -> Res<()> {
-        if id != self.id {
-            return Err(not_found(&format!("task {id}")));
+    /// Removes the runtime roots of the tasks still here (the shim is going away).
+    pub fn remove_roots(&self) {
+        for t in self.tasks().values() {
+            let _ = std::fs::remove_dir_all(&t.root);
         }
-        Ok(())
     }
 
     /// Called by the reaper for every child that ended.
     pub fn process_exited(&self, pid: i32, status: u32) {
         self.drain_logs(pid);
-        let mut inner = self.lock();
-        let proc = match inner.init.as_mut() {
-            Some(p) if p.pid == pid && p.status != Status::STOPPED => Some(p),
-            _ => inner
-                .execs
-                .values_mut()
-                .find(|p| p.pid == pid && p.status != Status::STOPPED),
-        };
-        let Some(p) = proc else {
-            inner.unclaimed.insert(pid, status);
+        // Held across the search so that an exec recording its pid meanwhile claims the exit
+        // from `unclaimed` after this (lock order: unclaimed, then the tasks, then a task).
+        let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|p| p.into_inner());
+        let tasks: Vec<Arc<Container>> = self.tasks().values().cloned().collect();
+        let Some(event) = tasks.iter().find_map(|t| t.exited(pid, status)) else {
+            unclaimed.insert(pid, status);
             return;
         };
-        p.set_exited(status);
-        let id = if p.exec_id.is_empty() {
-            self.id.clone()
-        } else {
-            p.exec_id.clone()
-        };
-        let event = ev::TaskExit {
-            container_id: self.id.clone(),
-            id,
-            pid: pid as u32,
-            exit_status: status,
-            exited_at: p.exited_at().into(),
-            ..Default::default()
-        };
-        let is_init = p.exec_id.is_empty();
-        if is_init {
-            // The init's end stops the container; the kernel kills what is left in its pid
-            // namespace, and those exits are reaped as they come.
-            if let Some(e) = inner.engine.as_mut() {
-                e.mark_stopped();
-            }
-        }
+        drop(unclaimed);
         tracing::debug!(pid, status, "process exited");
         self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
     }
@@ -157,29 +180,33 @@ impl Service {
     /// so a client reading the log after Wait sees everything. Bounded: a daemonized child that
     /// keeps the pipe open must not hold the exit back.
     fn drain_logs(&self, pid: i32) {
-        let rx = {
-            let mut inner = self.lock();
+        let tasks: Vec<Arc<Container>> = self.tasks().values().cloned().collect();
+        let rx = tasks.iter().find_map(|t| {
+            let mut inner = t.lock();
             let Inner { init, execs, .. } = &mut *inner;
             init.iter_mut()
                 .chain(execs.values_mut())
                 .find(|p| p.pid == pid && p.status != Status::STOPPED)
                 .and_then(|p| p.drained.take())
-        };
+        });
         if let Some(rx) = rx {
             let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
         }
     }
 
-    /// Records a new pid, taking an exit the reaper saw before the pid was known.
-    fn claim(&self, inner: &mut Inner, pid: i32) -> Option<u32> {
-        inner.unclaimed.remove(&pid)
+    /// Takes an exit the reaper saw before the pid was known. Called with no task locked.
+    fn claim(&self, pid: i32) -> Option<u32> {
+        self.unclaimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid)
     }
 
-    fn start_oom_watch(&self, cg: Arc<Cgroup>) {
+    fn start_oom_watch(&self, id: &str, cg: Arc<Cgroup>) {
         match OomWatch::new(&cg) {
             Ok(mut w) => {
                 let events = self.events.clone();
-                let id = self.id.clone();
+                let id = id.to_string();
                 tokio::spawn(async move {
                     while w.next().await.is_some() {
                         tracing::info!(id = %id, "OOM kill in the container's cgroup");
@@ -201,6 +228,8 @@ impl Service {
     /// libcontainer in-process.
     fn engine(
         &self,
+        id: &str,
+        root: &Path,
         options: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
     ) -> Res<Engine> {
         use containerd_shim_protos::protobuf::Message;
@@ -213,8 +242,8 @@ impl Service {
         };
         if opts.binary_name.is_empty() {
             return Ok(Engine::Builtin(engine::Builtin {
-                id: self.id.clone(),
-                root: self.root.clone(),
+                id: id.to_string(),
+                root: root.to_path_buf(),
                 container: None,
             }));
         }
@@ -238,18 +267,13 @@ impl Service {
         Ok(Engine::Runc(engine::Runc {
             binary,
             root: if opts.root.is_empty() {
-                self.root.join("runc")
+                root.join("runc")
             } else {
-                PathBuf::from(&opts.root).join(&self.namespace)
+                PathBuf::from(&opts.root).join(&self.args.namespace)
             },
-            id: self.id.clone(),
+            id: id.to_string(),
             systemd_cgroup: opts.systemd_cgroup,
         }))
-    }
-
-    /// A console socket path short enough for sun_path, unique per process.
-    fn console_path(&self, n: u64) -> PathBuf {
-        self.root.join(format!("console-{n}.sock"))
     }
 }
 
@@ -337,25 +361,48 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> Res<api::CreateTaskResponse> {
-        self.check_id(&req.id)?;
         if !req.checkpoint.is_empty() {
             return Err(err(
                 Code::UNIMPLEMENTED,
                 "restore from a checkpoint is not supported",
             ));
         }
-        let mut inner = self.lock();
-        if inner.init.is_some() || inner.deleted {
+        if req.id.is_empty() {
+            return Err(err(Code::INVALID_ARGUMENT, "task id must not be empty"));
+        }
+        if self.tasks().contains_key(&req.id) {
             return Err(err(
                 Code::ALREADY_EXISTS,
-                format!("task {}: already exists", self.id),
+                format!("task {}: already exists", req.id),
             ));
         }
-        let bundle = if req.bundle.is_empty() {
-            self.bundle.clone()
-        } else {
-            PathBuf::from(&req.bundle)
+        let bundle = match req.bundle.as_str() {
+            "" if req.id == self.args.id => self.bundle.clone(),
+            "" => {
+                return Err(err(
+                    Code::INVALID_ARGUMENT,
+                    format!("task {}: the request names no bundle", req.id),
+                ))
+            }
+            b => PathBuf::from(b),
         };
+        let root = self.args.runtime_root(&req.id);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| err(Code::INTERNAL, format!("create {}: {e}", root.display())))?;
+        let t = Arc::new(Container {
+            id: req.id.clone(),
+            bundle: bundle.clone(),
+            root,
+            inner: Mutex::new(Inner {
+                engine: None,
+                init: None,
+                execs: HashMap::new(),
+                cgroup: None,
+                rootfs: None,
+                exec_seq: 0,
+            }),
+        });
+        let mut inner = t.lock();
         let rootfs = bundle.join("rootfs");
         if !req.rootfs.is_empty() {
             let mounts: Vec<wharf_core::snapshots::Mount> = req
@@ -367,16 +414,22 @@ impl Task for Service {
                     options: m.options.clone(),
                 })
                 .collect();
-            std::fs::create_dir_all(&rootfs)
-                .map_err(|e| err(Code::INTERNAL, format!("create rootfs dir: {e}")))?;
-            wharf_core::mount::mount_all(&mounts, &rootfs)
-                .map_err(|e| err(Code::INTERNAL, format!("mount rootfs: {e}")))?;
+            let mounted = std::fs::create_dir_all(&rootfs)
+                .map_err(|e| err(Code::INTERNAL, format!("create rootfs dir: {e}")))
+                .and_then(|()| {
+                    wharf_core::mount::mount_all(&mounts, &rootfs)
+                        .map_err(|e| err(Code::INTERNAL, format!("mount rootfs: {e}")))
+                });
+            if let Err(e) = mounted {
+                let _ = std::fs::remove_dir_all(&t.root);
+                return Err(e);
+            }
             inner.rootfs = Some(rootfs.clone());
         }
         let result = (|| {
-            let mut engine = self.engine(req.options.as_ref())?;
+            let mut engine = self.engine(&t.id, &t.root, req.options.as_ref())?;
             let builtin = matches!(engine, crate::engine::Engine::Builtin(_));
-            let (spec, cg_path) = prepare_spec(&bundle, &self.namespace, &self.id, builtin)?;
+            let (spec, cg_path) = prepare_spec(&bundle, &self.args.namespace, &t.id, builtin)?;
             let terminal = spec
                 .process()
                 .as_ref()
@@ -391,7 +444,7 @@ impl Task for Service {
             let mut proc = Process::new("", paths.clone());
             let mut io = ProcIo::default();
             let console = if terminal {
-                let c = ConsoleSocket::new(self.console_path(0))
+                let c = ConsoleSocket::new(t.console_path(0))
                     .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
                 io.console_socket = Some(c.path.clone());
                 Some(c)
@@ -424,27 +477,29 @@ impl Task for Service {
             Ok(v) => v,
             Err(e) => {
                 // Leave nothing behind: the runtime's state and cgroup, and the rootfs mount.
-                engine::delete_after_crash(&self.root, &self.id);
+                engine::delete_after_crash(&t.root, &t.id);
                 if let Some(r) = inner.rootfs.take() {
                     unmount_rootfs(&r);
                 }
+                let _ = std::fs::remove_dir_all(&t.root);
                 return Err(e);
             }
         };
         let pid = proc.pid;
         let cg = Arc::new(Cgroup {
             path: cg_path,
-            id: self.id.clone(),
+            id: t.id.clone(),
         });
         inner.cgroup = Some(cg.clone());
         inner.engine = Some(engine);
         inner.init = Some(proc);
         drop(inner);
-        self.start_oom_watch(cg);
+        self.tasks().insert(t.id.clone(), t.clone());
+        self.start_oom_watch(&t.id, cg);
         self.events.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             &ev::TaskCreate {
-                container_id: self.id.clone(),
+                container_id: t.id.clone(),
                 bundle: bundle.to_string_lossy().into_owned(),
                 rootfs: req.rootfs.clone(),
                 io: Some(ev::TaskIO {
@@ -467,8 +522,8 @@ impl Task for Service {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
-        self.check_id(&req.id)?;
-        let mut guard = self.lock();
+        let t = self.task(&req.id)?;
+        let mut guard = t.lock();
         let inner = &mut *guard;
         if req.exec_id.is_empty() {
             let init = inner.init.as_mut().ok_or_else(|| not_found("task"))?;
@@ -490,7 +545,7 @@ impl Task for Service {
             self.events.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 &ev::TaskStart {
-                    container_id: self.id.clone(),
+                    container_id: t.id.clone(),
                     pid: pid as u32,
                     ..Default::default()
                 },
@@ -531,7 +586,7 @@ impl Task for Service {
         let mut keep = Vec::new();
         let mut drained = None;
         let console = if stdio_paths.terminal {
-            let c = ConsoleSocket::new(self.console_path(seq))
+            let c = ConsoleSocket::new(t.console_path(seq))
                 .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
             io.console_socket = Some(c.path.clone());
             Some(c)
@@ -569,13 +624,13 @@ impl Task for Service {
             );
             p.console = Some(master);
         }
-        let early = self.claim(inner, pid);
         drop(guard);
+        let early = self.claim(pid);
         wharf_core::memory::trim_soon(std::time::Duration::from_millis(200));
         self.events.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
             &ev::TaskExecStarted {
-                container_id: self.id.clone(),
+                container_id: t.id.clone(),
                 exec_id: req.exec_id.clone(),
                 pid: pid as u32,
                 ..Default::default()
@@ -595,8 +650,8 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> Res<api::DeleteResponse> {
-        self.check_id(&req.id)?;
-        let mut guard = self.lock();
+        let t = self.task(&req.id)?;
+        let mut guard = t.lock();
         let inner = &mut *guard;
         if !req.exec_id.is_empty() {
             let p = inner
@@ -626,7 +681,7 @@ impl Task for Service {
         let init = inner
             .init
             .as_mut()
-            .ok_or_else(|| not_found(&format!("task {}", self.id)))?;
+            .ok_or_else(|| not_found(&format!("task {}", t.id)))?;
         match init.status {
             Status::RUNNING | Status::PAUSED | Status::PAUSING => {
                 return Err(err(
@@ -653,8 +708,9 @@ impl Task for Service {
         }
         let init = inner.init.take().ok_or_else(|| not_found("task"))?;
         inner.execs.clear();
-        inner.deleted = true;
         drop(guard);
+        self.tasks().remove(&t.id);
+        let _ = std::fs::remove_dir_all(&t.root);
         let resp = api::DeleteResponse {
             pid: init.pid.max(0) as u32,
             exit_status: init.exit_status,
@@ -664,11 +720,11 @@ impl Task for Service {
         self.events.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
             &ev::TaskDelete {
-                container_id: self.id.clone(),
+                container_id: t.id.clone(),
                 pid: resp.pid,
                 exit_status: resp.exit_status,
                 exited_at: resp.exited_at.clone(),
-                id: self.id.clone(),
+                id: t.id.clone(),
                 ..Default::default()
             },
         );
@@ -676,12 +732,8 @@ impl Task for Service {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
-        self.check_id(&req.id)?;
-        let cg = self
-            .lock()
-            .cgroup
-            .clone()
-            .ok_or_else(|| not_found("task"))?;
+        let t = self.task(&req.id)?;
+        let cg = t.lock().cgroup.clone().ok_or_else(|| not_found("task"))?;
         let pids = cg.pids().map_err(|e| err(Code::INTERNAL, e))?;
         Ok(api::PidsResponse {
             processes: pids
@@ -696,9 +748,9 @@ impl Task for Service {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
+        let t = self.task(&req.id)?;
         {
-            let mut guard = self.lock();
+            let mut guard = t.lock();
             let inner = &mut *guard;
             let init = inner.init.as_mut().ok_or_else(|| not_found("task"))?;
             if init.status != Status::RUNNING {
@@ -714,7 +766,7 @@ impl Task for Service {
         self.events.publish(
             topics::TASK_PAUSED_EVENT_TOPIC,
             &ev::TaskPaused {
-                container_id: self.id.clone(),
+                container_id: t.id.clone(),
                 ..Default::default()
             },
         );
@@ -722,9 +774,9 @@ impl Task for Service {
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
+        let t = self.task(&req.id)?;
         {
-            let mut guard = self.lock();
+            let mut guard = t.lock();
             let inner = &mut *guard;
             let init = inner.init.as_mut().ok_or_else(|| not_found("task"))?;
             if init.status != Status::PAUSED {
@@ -740,7 +792,7 @@ impl Task for Service {
         self.events.publish(
             topics::TASK_RESUMED_EVENT_TOPIC,
             &ev::TaskResumed {
-                container_id: self.id.clone(),
+                container_id: t.id.clone(),
                 ..Default::default()
             },
         );
@@ -759,8 +811,8 @@ impl Task for Service {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
-        let mut guard = self.lock();
+        let t = self.task(&req.id)?;
+        let mut guard = t.lock();
         let inner = &mut *guard;
         let sig = i32::try_from(req.signal)
             .ok()
@@ -805,12 +857,12 @@ impl Task for Service {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
+        let t = self.task(&req.id)?;
         if req.exec_id.is_empty() {
             return Err(err(Code::INVALID_ARGUMENT, "exec id must not be empty"));
         }
         {
-            let mut guard = self.lock();
+            let mut guard = t.lock();
             let inner = &mut *guard;
             if inner.execs.contains_key(&req.exec_id) {
                 return Err(err(
@@ -838,7 +890,7 @@ impl Task for Service {
             let process: oci_spec::runtime::Process = serde_json::from_slice(&spec)
                 .map_err(|e| err(Code::INVALID_ARGUMENT, format!("exec process spec: {e}")))?;
             inner.exec_seq += 1;
-            let spec_path = self.root.join(format!("exec-{}.json", inner.exec_seq));
+            let spec_path = t.root.join(format!("exec-{}.json", inner.exec_seq));
             std::fs::write(&spec_path, &spec)
                 .map_err(|e| err(Code::INTERNAL, format!("write exec spec: {e}")))?;
             let terminal = process.terminal().unwrap_or(false) || req.terminal;
@@ -852,7 +904,7 @@ impl Task for Service {
         self.events.publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
             &ev::TaskExecAdded {
-                container_id: self.id.clone(),
+                container_id: t.id.clone(),
                 exec_id: req.exec_id.clone(),
                 ..Default::default()
             },
@@ -861,8 +913,8 @@ impl Task for Service {
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
-        let inner = self.lock();
+        let t = self.task(&req.id)?;
+        let inner = t.lock();
         let p = if req.exec_id.is_empty() {
             inner.init.as_ref()
         } else {
@@ -879,8 +931,8 @@ impl Task for Service {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
-        let mut inner = self.lock();
+        let t = self.task(&req.id)?;
+        let mut inner = t.lock();
         let p = if req.exec_id.is_empty() {
             inner.init.as_mut()
         } else {
@@ -899,12 +951,8 @@ impl Task for Service {
         use libcgroups::common::{
             create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt,
         };
-        self.check_id(&req.id)?;
-        let cg = self
-            .lock()
-            .cgroup
-            .clone()
-            .ok_or_else(|| not_found("task"))?;
+        let t = self.task(&req.id)?;
+        let cg = t.lock().cgroup.clone().ok_or_else(|| not_found("task"))?;
         let value = req
             .resources
             .as_ref()
@@ -915,7 +963,7 @@ impl Task for Service {
         let m = create_cgroup_manager(CgroupConfig {
             cgroup_path: cg.path.clone(),
             systemd_cgroup: false,
-            container_name: self.id.clone(),
+            container_name: t.id.clone(),
         })
         .map_err(|e| err(Code::INTERNAL, format!("cgroup: {e}")))?;
         m.apply(&ControllerOpt {
@@ -929,9 +977,9 @@ impl Task for Service {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
-        self.check_id(&req.id)?;
+        let t = self.task(&req.id)?;
         let mut rx = {
-            let inner = self.lock();
+            let inner = t.lock();
             let p = if req.exec_id.is_empty() {
                 inner.init.as_ref()
             } else {
@@ -943,7 +991,7 @@ impl Task for Service {
         rx.wait_for(|done| *done)
             .await
             .map_err(|_| err(Code::NOT_FOUND, "process was deleted"))?;
-        let inner = self.lock();
+        let inner = t.lock();
         let p = if req.exec_id.is_empty() {
             inner.init.as_ref()
         } else {
@@ -958,15 +1006,15 @@ impl Task for Service {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
-        self.check_id(&req.id)?;
-        let inner = self.lock();
-        let bundle = self.bundle.to_string_lossy();
+        let t = self.task(&req.id)?;
+        let inner = t.lock();
+        let bundle = t.bundle.to_string_lossy();
         if req.exec_id.is_empty() {
             let p = inner
                 .init
                 .as_ref()
-                .ok_or_else(|| not_found(&format!("task {}", self.id)))?;
-            return Ok(p.state(&self.id, &bundle));
+                .ok_or_else(|| not_found(&format!("task {}", t.id)))?;
+            return Ok(p.state(&t.id, &bundle));
         }
         let p = inner
             .execs
@@ -976,12 +1024,8 @@ impl Task for Service {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
-        self.check_id(&req.id)?;
-        let cg = self
-            .lock()
-            .cgroup
-            .clone()
-            .ok_or_else(|| not_found("task"))?;
+        let t = self.task(&req.id)?;
+        let cg = t.lock().cgroup.clone().ok_or_else(|| not_found("task"))?;
         let any = cg.metrics().map_err(|e| err(Code::INTERNAL, e))?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
@@ -994,8 +1038,17 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> Res<api::ConnectResponse> {
-        self.check_id(&req.id)?;
-        let pid = self.lock().init.as_ref().map_or(0, |p| p.pid.max(0) as u32);
+        // As containerd's shims answer: a task not created yet (a pod's next container) has
+        // no pid.
+        let task = self.task(&req.id).ok();
+        if task.is_none() {
+            // A Create comes next: its cgroup migration shares the grace period started now, as
+            // a new shim's does (see `prewarm_attach`).
+            crate::cgroup::prewarm_attach();
+        }
+        let pid = task.map_or(0, |t| {
+            t.lock().init.as_ref().map_or(0, |p| p.pid.max(0) as u32)
+        });
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: pid,
@@ -1005,13 +1058,11 @@ impl Task for Service {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, req: api::ShutdownRequest) -> Res<api::Empty> {
-        self.check_id(&req.id)?;
-        let inner = self.lock();
-        // containerd asks after every Delete; the shim only goes once its task is gone.
-        if inner.init.is_some() && !req.now {
+        // containerd asks after every Delete; the shim only goes once no task is left (a pod's
+        // shim stays while any of its containers does).
+        if !self.tasks().is_empty() && !req.now {
             return Ok(api::Empty::new());
         }
-        drop(inner);
         self.shutdown.notify_one();
         Ok(api::Empty::new())
     }

@@ -104,7 +104,7 @@ pub async fn tasks(d: &Daemon, oom: &OomCounts, e: &mut Encoder) {
     e.family(
         "wharfd_shims",
         Kind::Gauge,
-        "Shims wharfd is connected to (one per task).",
+        "Shim connections wharfd holds (one per task; the tasks of a pod share one shim process).",
     );
     e.sample("wharfd_shims", &[], shims.len() as f64);
 
