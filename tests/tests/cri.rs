@@ -1316,6 +1316,23 @@ fn cri_pod_containers_share_one_shim() {
         for id in &ids {
             assert_eq!(ppid(verbose_pid(&mut r, id, false).await), shim, "{id}");
         }
+        // Execs (a probe's every few seconds) leave no threads behind in the long-lived shim.
+        let threads = || {
+            std::fs::read_to_string(format!("/proc/{shim}/status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .unwrap()
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        };
+        exec(&mut r, &ids[1], &["/pause", "-v"]).await;
+        let before = threads();
+        for _ in 0..10 {
+            exec(&mut r, &ids[1], &["/pause", "-v"]).await;
+        }
+        assert!(threads() <= before + 1, "{before} -> {} threads", threads());
         // Another pod: another shim.
         let pc2 = pod_config("other", "uid-other", &logs);
         let pod2 = run_pod(&mut r, &pc2).await.unwrap();
