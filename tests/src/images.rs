@@ -315,6 +315,8 @@ pub const APPLETS: &[&str] = &[
     "seq",
     "yes",
     "nproc",
+    "mount",
+    "umount",
 ];
 
 /// A one-layer busybox image: `/bin/busybox` with its applets, passwd/group with `user` (1000).

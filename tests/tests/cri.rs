@@ -1256,6 +1256,139 @@ fn cri_pods_network_containers_logs_exec_stats() {
     });
 }
 
+/// Mount propagation as critest checks it (and containerd does it): a host path mounted with
+/// Bidirectional needs a shared mount and passes mounts both ways; HostToContainer passes the
+/// host's mounts in only; Private passes none. A Bidirectional mount of a private host path is
+/// refused.
+#[test]
+fn cri_mount_propagation() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let img = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &img).unwrap();
+    let env = pod_env();
+    let w = &env.w;
+    let image = format!("{}/busybox:latest", reg.host());
+    let mount = |args: &[&str]| {
+        let st = std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {args:?}");
+    };
+    let umount = |p: &std::path::Path| {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .status();
+    };
+    rt().block_on(async {
+        let (mut r, mut i) = clients(w).await;
+        pull(&mut i, &image, None).await.unwrap();
+        let mut pc = pod_config("prop", "uid-prop", &w.dir.path().join("logs"));
+        let mut linux = pc.linux.clone().unwrap();
+        linux.security_context.as_mut().unwrap().privileged = true;
+        pc.linux = Some(linux);
+        let pod = run_pod(&mut r, &pc).await.unwrap();
+        let mut holds = Vec::new();
+        for (n, prop) in [
+            pb::MountPropagation::PropagationPrivate,
+            pb::MountPropagation::PropagationHostToContainer,
+            pb::MountPropagation::PropagationBidirectional,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let host = w.dir.path().join(format!("prop{n}"));
+            let (src, host_mnt, ctr_mnt) =
+                (host.join("src"), host.join("hostmnt"), host.join("ctrmnt"));
+            for d in [&src, &host_mnt, &ctr_mnt] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(src.join("file"), "x").unwrap();
+            let h = host.display().to_string();
+            mount(&["--bind", &h, &h]);
+            if prop == pb::MountPropagation::PropagationPrivate {
+                mount(&["--make-rprivate", &h]);
+            } else {
+                mount(&["--make-rshared", &h]);
+            }
+            holds.push(host.clone());
+            let mut c = container_config(&format!("c{n}"), &image, &["sleep", "1000"]);
+            c.mounts = vec![pb::Mount {
+                container_path: h.clone(),
+                host_path: h.clone(),
+                propagation: prop as i32,
+                ..Default::default()
+            }];
+            c.linux = Some(pb::LinuxContainerConfig {
+                security_context: Some(pb::LinuxContainerSecurityContext {
+                    privileged: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let id = create(&mut r, &pod, &pc, c).await.unwrap();
+            start(&mut r, &id).await;
+            // Host -> container.
+            mount(&[
+                "--bind",
+                &src.display().to_string(),
+                &host_mnt.display().to_string(),
+            ]);
+            let seen = exec(&mut r, &id, &["ls", &host_mnt.display().to_string()]).await;
+            let expect_in = prop != pb::MountPropagation::PropagationPrivate;
+            assert_eq!(
+                out(&seen) == "file",
+                expect_in,
+                "{prop:?}: host mount in container: {seen:?}"
+            );
+            // Container -> host.
+            let m = exec(
+                &mut r,
+                &id,
+                &[
+                    "mount",
+                    "--bind",
+                    &src.display().to_string(),
+                    &ctr_mnt.display().to_string(),
+                ],
+            )
+            .await;
+            assert_eq!(m.exit_code, 0, "{prop:?}: {m:?}");
+            let on_host = std::fs::read_dir(&ctr_mnt).unwrap().count() == 1;
+            let expect_out = prop == pb::MountPropagation::PropagationBidirectional;
+            assert_eq!(on_host, expect_out, "{prop:?}: container mount on the host");
+            umount(&ctr_mnt);
+            umount(&host_mnt);
+        }
+        // Bidirectional needs the host path on a shared mount.
+        let private = w.dir.path().join("private");
+        std::fs::create_dir_all(&private).unwrap();
+        let p = private.display().to_string();
+        mount(&["--bind", &p, &p]);
+        mount(&["--make-private", &p]);
+        holds.push(private.clone());
+        let mut c = container_config("refused", &image, &["true"]);
+        c.mounts = vec![pb::Mount {
+            container_path: "/x".into(),
+            host_path: p.clone(),
+            propagation: pb::MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        }];
+        let e = create(&mut r, &pod, &pc, c).await.unwrap_err();
+        assert!(e.message().contains("not a shared mount"), "{e:?}");
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        for h in holds.iter().rev() {
+            umount(h);
+        }
+    });
+}
+
 /// The parent of `pid` (the shim that reaps it).
 fn ppid(pid: i64) -> i64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -33,6 +33,7 @@ mod network;
 pub mod pause;
 mod pod_stats;
 mod port_forward;
+mod propagation;
 mod runtime_service;
 mod sandbox;
 mod shm;

@@ -10,6 +10,7 @@ use wharf_api::cri as pb;
 use wharf_core::spec::{DeviceMapping, NamespaceMode, Namespaces, Seccomp, SpecOptions};
 
 use crate::cgroup::HostLimits;
+use crate::propagation::Need;
 use crate::store::{namespace_options, Sandbox};
 use crate::{Error, Result};
 
@@ -382,6 +383,14 @@ pub fn container_options(
     for m in &c.mounts {
         mounts.push(bind(m)?);
     }
+    let needs: Vec<Need> = c.mounts.iter().map(Need::of).collect();
+    if needs.iter().any(|n| *n != Need::None) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Error::Internal(format!("read /proc/self/mountinfo: {e}")))?;
+        for (m, need) in c.mounts.iter().zip(&needs) {
+            crate::propagation::check(&info, Path::new(&m.host_path), *need)?;
+        }
+    }
     if !sandbox.meta.shm.is_empty() && !c.mounts.iter().any(|m| m.container_path == "/dev/shm") {
         mounts.push(bind_mount(
             "/dev/shm",
@@ -463,6 +472,7 @@ pub fn container_options(
             seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?
         },
         mounts,
+        rootfs_propagation: Need::rootfs(needs.into_iter()),
         // The runtime's limits (wharfd's LimitNOFILE), not 1024 open files: containerd's CRI
         // sets none either, and pods expect the node's.
         inherit_rlimits: true,

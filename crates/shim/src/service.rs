@@ -320,6 +320,19 @@ fn prepare_spec(bundle: &Path, ns: &str, id: &str, builtin: bool) -> Res<(Spec, 
             p
         }
     };
+    // libcontainer spells the root's propagation without runc's `r` (it always recurses);
+    // containerd writes `rshared`/`rslave`.
+    if builtin {
+        if let Some(p) = linux.rootfs_propagation().clone() {
+            if let Some(plain) = p
+                .strip_prefix('r')
+                .filter(|p| ["shared", "slave", "private", "unbindable"].contains(p))
+            {
+                linux.set_rootfs_propagation(Some(plain.to_string()));
+                changed = true;
+            }
+        }
+    }
     if builtin {
         if let Some(sc) = linux.seccomp().as_ref() {
             let fixed = wharf_core::spec::seccomp::libcontainer_compat(sc);

@@ -155,6 +155,10 @@ pub struct SpecOptions {
     pub readonly_paths: Option<Vec<String>>,
     pub devices: Vec<DeviceMapping>,
     pub apparmor_profile: Option<String>,
+    /// The propagation of the container's root mount (`rshared`, `rslave`...; unset: the
+    /// runtime's default, slave), as mounts with Bidirectional or HostToContainer propagation
+    /// need it.
+    pub rootfs_propagation: Option<String>,
 }
 
 /// The runtime part of an image config (`config` in the OCI image config JSON).
@@ -608,6 +612,7 @@ pub fn generate(image: &ImageConfig, rootfs: Option<&Path>, opts: &SpecOptions) 
     linux.set_seccomp(seccomp);
     linux.set_masked_paths(Some(masked));
     linux.set_readonly_paths(Some(readonly));
+    linux.set_rootfs_propagation(opts.rootfs_propagation.clone());
 
     let mut spec = Spec::default();
     spec.set_version(OCI_VERSION.to_string());
