@@ -902,7 +902,9 @@ mod tests {
             container_path: "/etc/hosts".into(),
             host_path: "/etc/hosts".into(),
             readonly: true,
-            propagation: pb::MountPropagation::PropagationHostToContainer as i32,
+            // (HostToContainer needs a slave or shared host mount: see propagation.rs and the
+            // integration test.)
+            propagation: pb::MountPropagation::PropagationPrivate as i32,
             ..Default::default()
         }];
         c.envs = vec![pb::KeyValue {
@@ -936,6 +938,7 @@ mod tests {
             Some(&["/proc/kcore".to_string()][..])
         );
         assert_eq!(o.readonly_paths, None);
+        assert_eq!(o.rootfs_propagation, None);
         assert_eq!(o.env, ["A=b", "HOSTNAME=web-0"]);
         // The user's /etc/hosts wins; the pod's hostname and resolv.conf are bound read-only
         // like the rootfs; /dev/shm is the pod's.
@@ -954,7 +957,7 @@ mod tests {
             [
                 (
                     "/etc/hosts".to_string(),
-                    vec!["rbind".to_string(), "rslave".into(), "ro".into()]
+                    vec!["rbind".to_string(), "rprivate".into(), "ro".into()]
                 ),
                 // The pod's shared memory, writable even with a read-only rootfs.
                 (

@@ -34,9 +34,7 @@ pub fn start(args: &Args) -> Result<(), String> {
     let address = format!("unix://{}", socket.display());
     // Starts of the same group are serialised (a lock on the sockets' directory), so that two
     // containers of a new pod cannot each take a shim of their own.
-    let lock = std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
-    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("lock {}: {e}", dir.display()))?;
+    let lock = lock_dir(dir)?;
     let listener = match bind(&socket)? {
         Bound::New(l) => l,
         Bound::Live if group != args.id => {
@@ -74,13 +72,29 @@ pub fn start(args: &Args) -> Result<(), String> {
                     None
                 }
             };
-            let _ = std::fs::remove_file(&socket);
+            remove_socket(&socket);
             let _ = std::fs::remove_dir_all(args.runtime_root(&args.id));
             if let Some(svc) = &svc {
                 svc.remove_roots();
             }
             std::process::exit(if svc.is_some() { 0 } else { 1 });
         }
+    }
+}
+
+/// The lock that serialises binding and removing the shims' sockets.
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let f = std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("lock {}: {e}", dir.display()))
+}
+
+/// Removes this shim's socket (its listener closed) unless a new shim of the group has taken
+/// the path meanwhile: it answers there.
+fn remove_socket(socket: &Path) {
+    let _lock = socket.parent().and_then(|d| lock_dir(d).ok());
+    if UnixStream::connect(socket).is_err() {
+        let _ = std::fs::remove_file(socket);
     }
 }
 

@@ -107,6 +107,8 @@ pub struct Service {
     /// Exits of pids nobody claimed yet (an exec that ended before it was recorded).
     unclaimed: Mutex<HashMap<i32, u32>>,
     shutdown: tokio::sync::Notify,
+    /// Set once the shim decided to go: a group's next task must not be created here.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 fn io_paths(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Paths {
@@ -131,6 +133,7 @@ impl Service {
             tasks: Mutex::new(HashMap::new()),
             unclaimed: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -382,6 +385,12 @@ impl Task for Service {
         }
         if req.id.is_empty() {
             return Err(err(Code::INVALID_ARGUMENT, "task id must not be empty"));
+        }
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                format!("task {}: its group's shim is shutting down", req.id),
+            ));
         }
         if self.tasks().contains_key(&req.id) {
             return Err(err(
@@ -1076,6 +1085,8 @@ impl Task for Service {
         if !self.tasks().is_empty() && !req.now {
             return Ok(api::Empty::new());
         }
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shutdown.notify_one();
         Ok(api::Empty::new())
     }
