@@ -677,6 +677,15 @@ fn pod_env() -> PodEnv {
     }
 }
 
+/// A registry holding the busybox test image, and a pod environment: (registry, env, image).
+fn busybox_pods() -> (Registry, PodEnv, String) {
+    let reg = Registry::start().unwrap();
+    let img = images::busybox().unwrap();
+    images::push(&reg, "busybox", "latest", &img).unwrap();
+    let image = format!("{}/busybox:latest", reg.host());
+    (reg, pod_env(), image)
+}
+
 fn pod_config(name: &str, uid: &str, log_dir: &std::path::Path) -> pb::PodSandboxConfig {
     pb::PodSandboxConfig {
         metadata: Some(pb::PodSandboxMetadata {
@@ -721,6 +730,18 @@ fn container_config(name: &str, image: &str, cmd: &[&str]) -> pb::ContainerConfi
         linux: Some(pb::LinuxContainerConfig::default()),
         ..Default::default()
     }
+}
+
+/// `c` with `sc` as its security context.
+fn secured(
+    mut c: pb::ContainerConfig,
+    sc: pb::LinuxContainerSecurityContext,
+) -> pb::ContainerConfig {
+    c.linux = Some(pb::LinuxContainerConfig {
+        security_context: Some(sc),
+        ..Default::default()
+    });
+    c
 }
 
 async fn run_pod(r: &mut Runtime, config: &pb::PodSandboxConfig) -> Result<String, tonic::Status> {
@@ -1263,12 +1284,8 @@ fn cri_pods_network_containers_logs_exec_stats() {
 #[test]
 fn cri_mount_propagation() {
     wharf_tests::require_root();
-    let reg = Registry::start().unwrap();
-    let img = images::busybox().unwrap();
-    images::push(&reg, "busybox", "latest", &img).unwrap();
-    let env = pod_env();
+    let (_reg, env, image) = busybox_pods();
     let w = &env.w;
-    let image = format!("{}/busybox:latest", reg.host());
     let mount = |args: &[&str]| {
         let st = std::process::Command::new("mount")
             .args(args)
@@ -1321,13 +1338,13 @@ fn cri_mount_propagation() {
                 propagation: prop as i32,
                 ..Default::default()
             }];
-            c.linux = Some(pb::LinuxContainerConfig {
-                security_context: Some(pb::LinuxContainerSecurityContext {
+            let c = secured(
+                c,
+                pb::LinuxContainerSecurityContext {
                     privileged: true,
                     ..Default::default()
-                }),
-                ..Default::default()
-            });
+                },
+            );
             let id = create(&mut r, &pod, &pc, c).await.unwrap();
             start(&mut r, &id).await;
             // Host -> container.
@@ -1624,14 +1641,13 @@ fn cri_image_volumes() {
                 host_path: covered.display().to_string(),
                 ..Default::default()
             }];
-            c.linux = Some(pb::LinuxContainerConfig {
-                security_context: Some(pb::LinuxContainerSecurityContext {
+            secured(
+                c,
+                pb::LinuxContainerSecurityContext {
                     readonly_rootfs: true,
                     ..Default::default()
-                }),
-                ..Default::default()
-            });
-            c
+                },
+            )
         };
         let c1 = create(&mut r, &pod, &pc, make("c1")).await.unwrap();
         // Seeded at create, on the host: the image's content and nothing else. The absolute
@@ -1671,45 +1687,29 @@ fn cri_image_volumes() {
                 (res.exit_code, out(&res))
             }
         };
-        // Seeded from the image, its owner and mode kept, the symlink copied as a link.
-        assert_eq!(
-            run(&mut r, &c1, "cat /data/seed").await,
-            (0, "seeded".into())
-        );
-        assert_eq!(
-            run(&mut r, &c1, "stat -c '%u %a' /data /data/seed").await,
-            (0, "1000 750\n1000 640".into())
-        );
-        assert_eq!(
-            run(&mut r, &c1, "readlink /data/link").await,
-            (0, "/etc/passwd".into())
-        );
-        // Writable although the rootfs is read-only (which it is).
-        assert_eq!(
-            run(&mut r, &c1, "echo new > /data/new && cat /data/new").await,
-            (0, "new".into())
-        );
+        for (cmd, want) in [
+            // Seeded from the image, its owner and mode kept, the symlink copied as a link.
+            ("cat /data/seed", "seeded"),
+            ("stat -c '%u %a' /data /data/seed", "1000 750\n1000 640"),
+            ("readlink /data/link", "/etc/passwd"),
+            // Writable although the rootfs is read-only (checked below).
+            ("echo new > /data/new && cat /data/new", "new"),
+            // A path the image lacks: an empty directory, writable.
+            (
+                "ls -A /empty/sub && touch /empty/sub/x && ls /empty/sub",
+                "x",
+            ),
+            // The symlinked volume is mounted where the link leads, in the rootfs: /etc.
+            (
+                "grep ^user: /sneaky/passwd",
+                "user:x:1000:1000:user:/home/user:/bin/sh",
+            ),
+            // A CRI mount wins over the image's volume at the same path.
+            ("ls /covered", "from-host"),
+        ] {
+            assert_eq!(run(&mut r, &c1, cmd).await, (0, want.to_string()), "{cmd}");
+        }
         assert_ne!(run(&mut r, &c1, "touch /rootfs-file").await.0, 0);
-        // A path the image lacks: an empty directory, writable.
-        assert_eq!(
-            run(
-                &mut r,
-                &c1,
-                "ls -A /empty/sub && touch /empty/sub/x && ls /empty/sub"
-            )
-            .await,
-            (0, "x".into())
-        );
-        // The symlinked volume is mounted where the link leads, in the rootfs: /etc.
-        assert_eq!(
-            run(&mut r, &c1, "grep ^user: /sneaky/passwd").await,
-            (0, "user:x:1000:1000:user:/home/user:/bin/sh".into())
-        );
-        // A CRI mount wins over the image's volume at the same path.
-        assert_eq!(
-            run(&mut r, &c1, "ls /covered").await,
-            (0, "from-host".into())
-        );
 
         // The write landed in the container's own directory on the host.
         let vols: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("volumes"))
@@ -2583,12 +2583,8 @@ fn status_of(s: &str) -> serde_json::Value {
 #[test]
 fn cri_streaming_exec_attach_port_forward() {
     wharf_tests::require_root();
-    let reg = Registry::start().unwrap();
-    let img = images::busybox().unwrap();
-    images::push(&reg, "busybox", "latest", &img).unwrap();
-    let env = pod_env();
+    let (_reg, env, image) = busybox_pods();
     let w = &env.w;
-    let image = format!("{}/busybox:latest", reg.host());
     let logs = w.dir.path().join("logs");
     rt().block_on(async {
         let (mut r, mut i) = clients(w).await;
