@@ -1,6 +1,7 @@
-//! Containers of a pod: CreateContainer (record + snapshot + the image's volumes), StartContainer (the task, logging
-//! in CRI format to the pod's log directory), StopContainer, RemoveContainer (with the exit
-//! recorded on the way), ReopenContainerLog and UpdateContainerResources. What is reported about
+//! Containers of a pod: CreateContainer (record + snapshot + the image's volumes),
+//! StartContainer (the task, logging in CRI format to the pod's log directory), StopContainer,
+//! RemoveContainer (with the exit recorded on the way), ReopenContainerLog and
+//! UpdateContainerResources. What is reported about
 //! them is `status.rs`.
 
 use std::path::{Component, Path, PathBuf};

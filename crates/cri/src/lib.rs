@@ -295,7 +295,9 @@ impl Cri {
     pub async fn start(&self) {
         self.started
             .get_or_init(|| async {
-                self.remove_orphan_volumes();
+                // Off the async workers and in the background: it may remove much data.
+                let (db, root) = (self.db.clone(), self.root.clone());
+                tokio::task::spawn_blocking(move || remove_orphan_volumes(&db, &root));
                 let builtin = images::normalize(&self.config.sandbox_image)
                     .is_ok_and(|n| images::normalize(&pause::builtin_name()).is_ok_and(|b| b == n));
                 if !builtin {
@@ -309,32 +311,28 @@ impl Cri {
     }
 }
 
-impl Cri {
-    /// Removes the volume directories of containers whose records are gone (a crash between
-    /// the two in RemoveContainer, or a record deleted through the containers API).
-    fn remove_orphan_volumes(&self) {
-        let dirs = volumes::container_dirs(&self.root);
-        if dirs.is_empty() {
+/// Removes the volume directories of containers whose records are gone (a crash between the
+/// two in RemoveContainer, or a record deleted through the containers API).
+fn remove_orphan_volumes(db: &Db, root: &std::path::Path) {
+    let dirs = volumes::container_dirs(root);
+    if dirs.is_empty() {
+        return;
+    }
+    let containers = match db.container_list(NAMESPACE, &Default::default()) {
+        Ok(c) => c,
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cri: list containers for orphan volumes");
             return;
         }
-        let containers = match self.db.container_list(NAMESPACE, &Default::default()) {
-            Ok(c) => c,
-            Err(e) if e.is_not_found() => Vec::new(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cri: list containers for orphan volumes");
-                return;
-            }
-        };
-        for id in dirs {
-            if containers.iter().any(|c| c.id == id) {
-                continue;
-            }
-            match volumes::remove(&self.root, &id) {
-                Ok(()) => {
-                    tracing::info!(id, "cri: removed the volumes of a container that is gone")
-                }
-                Err(e) => tracing::warn!(id, error = %e, "cri: remove orphan volumes"),
-            }
+    };
+    for id in dirs {
+        if containers.iter().any(|c| c.id == id) {
+            continue;
+        }
+        match volumes::remove(root, &id) {
+            Ok(()) => tracing::info!(id, "cri: removed the volumes of a container that is gone"),
+            Err(e) => tracing::warn!(id, error = %e, "cri: remove orphan volumes"),
         }
     }
 }
