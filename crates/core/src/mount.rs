@@ -1,7 +1,7 @@
 //! Mounting containerd mount descriptions (bind and overlay) on a target, and unmounting, for the
-//! diff service and the runtime. Requires CAP_SYS_ADMIN.
+//! diff service and the runtime (requires CAP_SYS_ADMIN); reading the mount table.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -112,5 +112,87 @@ impl Drop for TempMount {
                 tracing::warn!(error = %e, "unmount temp mount");
             }
         }
+    }
+}
+
+/// One line of `/proc/self/mountinfo`: where it is mounted, and its optional fields
+/// (`shared:N`, `master:N`... : its propagation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub point: PathBuf,
+    pub optional: Vec<String>,
+}
+
+/// Parses the text of a mountinfo file (lines that do not parse are skipped).
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let point = f.nth(4)?;
+            let _options = f.next()?;
+            Some(MountInfo {
+                point: PathBuf::from(unescape_mountinfo(point)),
+                optional: f.take_while(|x| *x != "-").map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// This mount namespace's mounts, in mount order.
+pub fn mountinfo() -> std::io::Result<Vec<MountInfo>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let (b'\\', Some(d)) = (b[i], octal) {
+            out.push(
+                d.iter()
+                    .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
+            );
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod mountinfo_tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_and_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+        let m = parse_mountinfo(
+            "41 22 254:0 /x /var/tmp/a\\040b rw,relatime shared:9 master:1 - ext4 /dev/vda rw\n\
+             30 22 0:25 / /run rw,nosuid - tmpfs tmpfs rw\nbroken\n",
+        );
+        assert_eq!(
+            m,
+            [
+                MountInfo {
+                    point: "/var/tmp/a b".into(),
+                    optional: vec!["shared:9".into(), "master:1".into()],
+                },
+                MountInfo {
+                    point: "/run".into(),
+                    optional: vec![],
+                },
+            ]
+        );
     }
 }

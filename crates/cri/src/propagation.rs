@@ -3,7 +3,9 @@
 //! would silently see nothing), and either sets the container's root propagation so the
 //! mount's events can cross (`rshared`, `rslave`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use wharf_core::mount::MountInfo;
 
 use wharf_api::cri as pb;
 
@@ -38,67 +40,33 @@ impl Need {
     }
 }
 
-/// One line of mountinfo: the mount point and its optional fields (`shared:N`, `master:N`...).
-fn parse_line(line: &str) -> Option<(PathBuf, Vec<&str>)> {
-    let mut f = line.split(' ');
-    let point = f.nth(4)?;
-    let _options = f.next()?;
-    let optional: Vec<&str> = f.take_while(|x| *x != "-").collect();
-    Some((PathBuf::from(unescape(point)), optional))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The optional fields of the mount `path` is on (the deepest mount point above it; the last
-/// such line, as the last mount on a point is the visible one).
-fn mount_of<'a>(mountinfo: &'a str, path: &Path) -> Option<(PathBuf, Vec<&'a str>)> {
-    let mut best: Option<(PathBuf, Vec<&str>)> = None;
-    for (point, optional) in mountinfo.lines().filter_map(parse_line) {
-        if !path.starts_with(&point) {
-            continue;
-        }
-        if best
-            .as_ref()
-            .is_none_or(|(b, _)| point.components().count() >= b.components().count())
-        {
-            best = Some((point, optional));
+/// The mount `path` is on: the deepest mount point above it (the last such, as the last mount
+/// on a point is the visible one).
+fn mount_of<'a>(mounts: &'a [MountInfo], path: &Path) -> Option<&'a MountInfo> {
+    let mut best: Option<&MountInfo> = None;
+    for m in mounts.iter().filter(|m| path.starts_with(&m.point)) {
+        if best.is_none_or(|b| m.point.components().count() >= b.point.components().count()) {
+            best = Some(m);
         }
     }
     best
 }
 
 /// Checks that `src` (an existing host path) sits on a mount whose propagation lets `need`
-/// work; `mountinfo` is the text of `/proc/self/mountinfo`.
-pub fn check(mountinfo: &str, src: &Path, need: Need) -> Result<()> {
+/// work; `mounts` is the mount table (`wharf_core::mount::mountinfo`).
+pub fn check(mounts: &[MountInfo], src: &Path, need: Need) -> Result<()> {
     if need == Need::None {
         return Ok(());
     }
     let real = std::fs::canonicalize(src)
         .map_err(|e| Error::Internal(format!("resolve host path {}: {e}", src.display())))?;
-    let Some((point, optional)) = mount_of(mountinfo, &real) else {
+    let Some(m) = mount_of(mounts, &real) else {
         return Err(Error::Internal(format!(
             "no mount found for host path {}",
             real.display()
         )));
     };
+    let (point, optional) = (&m.point, &m.optional);
     let shared = optional.iter().any(|o| o.starts_with("shared:"));
     let slave = optional.iter().any(|o| o.starts_with("master:"));
     match need {
@@ -119,6 +87,7 @@ pub fn check(mountinfo: &str, src: &Path, need: Need) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_core::mount::parse_mountinfo;
 
     const INFO: &str = "\
 22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -130,22 +99,22 @@ mod tests {
 
     #[test]
     fn finds_the_mount_of_a_path() {
-        let (p, o) = mount_of(INFO, Path::new("/var/tmp/x/y")).unwrap();
+        let info = parse_mountinfo(INFO);
+        let of = |p: &str| {
+            let m = mount_of(&info, Path::new(p)).unwrap();
+            (m.point.display().to_string(), m.optional.clone())
+        };
         assert_eq!(
-            (p, o),
-            (PathBuf::from("/var/tmp/x"), vec!["shared:9", "master:1"])
+            of("/var/tmp/x/y"),
+            (
+                "/var/tmp/x".into(),
+                vec!["shared:9".into(), "master:1".into()]
+            )
         );
-        let (p, o) = mount_of(INFO, Path::new("/run/a")).unwrap();
-        assert_eq!((p, o), (PathBuf::from("/run"), vec![]));
+        assert_eq!(of("/run/a"), ("/run".into(), vec![]));
         // Component-wise: /var/tmp/xy is not under /var/tmp/x.
-        assert_eq!(
-            mount_of(INFO, Path::new("/var/tmp/xy")).unwrap().0,
-            PathBuf::from("/")
-        );
-        assert_eq!(
-            mount_of(INFO, Path::new("/mnt/a b/c")).unwrap().0,
-            PathBuf::from("/mnt/a b")
-        );
+        assert_eq!(of("/var/tmp/xy").0, "/");
+        assert_eq!(of("/mnt/a b/c").0, "/mnt/a b");
     }
 
     #[test]
@@ -169,14 +138,15 @@ mod tests {
             "1 0 0:1 / / rw - ext4 x rw\n2 1 0:2 / {} rw master:4 - tmpfs t rw\n",
             p.canonicalize().unwrap().display()
         );
+        let info = parse_mountinfo(&info);
         assert!(check(&info, p, Need::None).is_ok());
         assert!(check(&info, p, Need::Slave).is_ok());
         let e = check(&info, p, Need::Shared).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
         assert!(e.to_string().contains("not a shared mount"), "{e}");
-        let private = "1 0 0:1 / / rw - ext4 x rw\n";
-        assert!(check(private, p, Need::Slave).is_err());
-        let shared = "1 0 0:1 / / rw shared:1 - ext4 x rw\n";
-        assert!(check(shared, p, Need::Shared).is_ok());
+        let private = parse_mountinfo("1 0 0:1 / / rw - ext4 x rw\n");
+        assert!(check(&private, p, Need::Slave).is_err());
+        let shared = parse_mountinfo("1 0 0:1 / / rw shared:1 - ext4 x rw\n");
+        assert!(check(&shared, p, Need::Shared).is_ok());
     }
 }

@@ -385,7 +385,7 @@ pub fn container_options(
     }
     let needs: Vec<Need> = c.mounts.iter().map(Need::of).collect();
     if needs.iter().any(|n| *n != Need::None) {
-        let info = std::fs::read_to_string("/proc/self/mountinfo")
+        let info = wharf_core::mount::mountinfo()
             .map_err(|e| Error::Internal(format!("read /proc/self/mountinfo: {e}")))?;
         for (m, need) in c.mounts.iter().zip(&needs) {
             crate::propagation::check(&info, Path::new(&m.host_path), *need)?;

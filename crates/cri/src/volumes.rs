@@ -10,7 +10,7 @@
 //! copied to a temporary name and renamed into place, so a volume is either whole or missing
 //! (a crash mid-copy leaves no half-seeded volume for StartContainer to mount).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wharf_api::cri as pb;
@@ -37,17 +37,8 @@ pub fn container_dir(root: &Path, id: &str) -> PathBuf {
 
 /// `path` made absolute and lexically clean (`..` stops at the root), as a mount destination.
 fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(p) => parts.push(p.to_str().unwrap_or_default()),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    format!("/{}", parts.join("/"))
+    let parts = safepath::clean(path.as_bytes());
+    format!("/{}", String::from_utf8_lossy(&parts.join(&b'/')))
 }
 
 /// The image's volumes that no CRI mount covers, in path order, each with its directory under

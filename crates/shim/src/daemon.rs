@@ -73,7 +73,6 @@ pub fn start(args: &Args) -> Result<(), String> {
                 }
             };
             remove_socket(&socket);
-            let _ = std::fs::remove_dir_all(args.runtime_root(&args.id));
             if let Some(svc) = &svc {
                 svc.remove_roots();
             }
@@ -89,9 +88,10 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
         .map_err(|(_, e)| format!("lock {}: {e}", dir.display()))
 }
 
-/// Removes this shim's socket (its listener closed) unless a new shim of the group has taken
-/// the path meanwhile: it answers there.
-fn remove_socket(socket: &Path) {
+/// Removes a shim's socket once nothing answers there: this shim's own after its listener
+/// closed, or a dead shim's (`delete`). A live shim of the group (a new one, or the one that
+/// still serves the pod's other tasks) keeps it.
+pub fn remove_socket(socket: &Path) {
     let _lock = socket.parent().and_then(|d| lock_dir(d).ok());
     if UnixStream::connect(socket).is_err() {
         let _ = std::fs::remove_file(socket);

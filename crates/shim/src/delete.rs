@@ -23,7 +23,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let rootfs = bundle.join("rootfs");
     let _ = wharf_core::mount::unmount(&rootfs);
     let config = std::fs::read(bundle.join("config.json")).unwrap_or_default();
-    let cg_path = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+    let cg_path = serde_json::from_slice::<oci_spec::runtime::Spec>(&config)
         .ok()
         .and_then(|s| s.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
         .unwrap_or_else(|| PathBuf::from(format!("/{}/{}", args.namespace, args.id)));
@@ -34,10 +34,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     .remove_leftovers();
     // The socket may be a group's whose shim still serves other tasks (a pod's container that
     // failed to start): only a dead shim's goes.
-    let socket = args.socket_path(&crate::args::group(&config, &args.id));
-    if std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        let _ = std::fs::remove_file(&socket);
-    }
+    crate::daemon::remove_socket(&args.socket_path(&crate::args::group(&config, &args.id)));
     let resp = DeleteResponse {
         pid,
         exit_status: 128 + libc::SIGKILL as u32,

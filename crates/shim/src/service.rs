@@ -141,6 +141,11 @@ impl Service {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The tasks as they are now (the table's lock released).
+    fn snapshot(&self) -> Vec<Arc<Container>> {
+        self.tasks().values().cloned().collect()
+    }
+
     fn task(&self, id: &str) -> Res<Arc<Container>> {
         self.tasks()
             .get(id)
@@ -158,7 +163,7 @@ impl Service {
 
     /// Removes the runtime roots of the tasks still here (the shim is going away).
     pub fn remove_roots(&self) {
-        for t in self.tasks().values() {
+        for t in self.snapshot() {
             let _ = std::fs::remove_dir_all(&t.root);
         }
     }
@@ -169,7 +174,7 @@ impl Service {
         // Held across the search so that an exec recording its pid meanwhile claims the exit
         // from `unclaimed` after this (lock order: unclaimed, then the tasks, then a task).
         let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|p| p.into_inner());
-        let tasks: Vec<Arc<Container>> = self.tasks().values().cloned().collect();
+        let tasks = self.snapshot();
         let Some(event) = tasks.iter().find_map(|t| t.exited(pid, status)) else {
             unclaimed.insert(pid, status);
             return;
@@ -183,7 +188,7 @@ impl Service {
     /// so a client reading the log after Wait sees everything. Bounded: a daemonized child that
     /// keeps the pipe open must not hold the exit back.
     fn drain_logs(&self, pid: i32) {
-        let tasks: Vec<Arc<Container>> = self.tasks().values().cloned().collect();
+        let tasks = self.snapshot();
         let rx = tasks.iter().find_map(|t| {
             let mut inner = t.lock();
             let Inner { init, execs, .. } = &mut *inner;
@@ -323,9 +328,9 @@ fn prepare_spec(bundle: &Path, ns: &str, id: &str, builtin: bool) -> Res<(Spec, 
             p
         }
     };
-    // libcontainer spells the root's propagation without runc's `r` (it always recurses);
-    // containerd writes `rshared`/`rslave`.
     if builtin {
+        // libcontainer spells the root's propagation without runc's `r` (it always recurses);
+        // containerd writes `rshared`/`rslave`.
         if let Some(p) = linux.rootfs_propagation().clone() {
             if let Some(plain) = p
                 .strip_prefix('r')
@@ -335,8 +340,6 @@ fn prepare_spec(bundle: &Path, ns: &str, id: &str, builtin: bool) -> Res<(Spec, 
                 changed = true;
             }
         }
-    }
-    if builtin {
         if let Some(sc) = linux.seccomp().as_ref() {
             let fixed = wharf_core::spec::seccomp::libcontainer_compat(sc);
             if &fixed != sc {

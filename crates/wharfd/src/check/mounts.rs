@@ -96,43 +96,8 @@ fn owner(d: &Daemon, bundles: &Path, p: &Path) -> Owner {
 
 /// Every mount point of this mount namespace.
 pub fn mount_points() -> std::io::Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
+    Ok(wharf_core::mount::mountinfo()?
+        .into_iter()
+        .map(|m| m.point)
         .collect())
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], octal) {
-            out.push(
-                d.iter()
-                    .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
-            );
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(super::unescape(r"/a\040b"), "/a b");
-        assert_eq!(super::unescape(r"/plain"), "/plain");
-        assert_eq!(super::unescape(r"/end\04"), r"/end\04");
-    }
 }
