@@ -791,3 +791,98 @@ fn configured_shim_for_ctrs_default_runtime() {
         .join("io.containerd.runtime.v2.task/test/al2")
         .exists());
 }
+
+fn ppid(pid: &str) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // "pid (comm) state ppid ...": comm may hold spaces, so count from its closing paren.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Tasks that name a group (containerd's `io.containerd.runc.v2.group`, which the CRI's pods
+/// use too) run under the shim of the group's task. wharfd joins that running shim directly: the
+/// shim binary runs once, for the group's first task. A group whose shim is dead gets a new one.
+#[test]
+fn tasks_of_a_group_share_a_shim_started_once() {
+    let (_reg, mut w, r) = setup();
+    // The shim behind a wrapper of the same name that records how it is run.
+    let dir = w.dir.path().join("shims");
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = w.dir.path().join("shim-calls");
+    let wrapper = dir.join("containerd-shim-wharf-v2");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+            calls.display(),
+            wharf_tests::bin("containerd-shim-wharf-v2").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        w.dir.path().join("config.toml"),
+        format!("[runtime.shims]\n\"{RT}\" = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    w.kill();
+    w.spawn().unwrap();
+    let starts = || {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(" start"))
+            .count()
+    };
+    let group = |id: &str| {
+        let mut args = vec!["-n", "test", "run", "--runtime", RT, "-d"];
+        let a = "io.containerd.runc.v2.group=g1".to_string();
+        if id != "g1" {
+            args.extend(["--annotation", a.as_str()]);
+        }
+        args.extend([r.as_str(), id, "sleep", "1000"]);
+        w.ctr_ok(&args);
+        wait_status(&w, id, "RUNNING");
+        task(&w, id).unwrap().0
+    };
+    let leader = group("g1");
+    let shim = ppid(&leader);
+    for id in ["g2", "g3"] {
+        let pid = group(id);
+        assert_eq!(ppid(&pid), shim, "{id} runs under the group's shim");
+    }
+    assert_eq!(starts(), 1, "{:?}", std::fs::read_to_string(&calls));
+    let out = w.exec_ok("test", "g3", "e1", &["echo", "ok"]);
+    assert_eq!(out.trim(), "ok");
+
+    // The group's shim killed: its tasks stop, and the group's next task gets a new shim.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim.parse().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for id in ["g1", "g2", "g3"] {
+        wait_status(&w, id, "STOPPED");
+    }
+    let pid = group("g4");
+    let shim2 = ppid(&pid);
+    assert_ne!(shim2, shim);
+    assert_eq!(starts(), 2, "{:?}", std::fs::read_to_string(&calls));
+    for id in ["g1", "g2", "g3", "g4"] {
+        w.ctr(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", id]);
+    }
+    wait_status(&w, "g4", "STOPPED");
+    for id in ["g1", "g2", "g3", "g4"] {
+        w.ctr_ok(&["-n", "test", "tasks", "rm", id]);
+        w.ctr_ok(&["-n", "test", "containers", "rm", id]);
+    }
+    assert!(
+        std::fs::read_dir(w.state.join("io.containerd.runtime.v2.task/test"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+}

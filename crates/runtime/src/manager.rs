@@ -43,6 +43,9 @@ pub struct Manager {
     shim_overrides: std::collections::BTreeMap<String, String>,
 }
 
+/// wharf's own shim binary, which groups a pod's tasks (see [`Manager::create`]).
+const OWN_SHIM: &str = "containerd-shim-wharf-v2";
+
 /// `io.containerd.runc.v2` → `containerd-shim-runc-v2`.
 pub fn shim_binary_name(runtime: &str) -> Result<String> {
     let parts: Vec<&str> = runtime.split('.').collect();
@@ -262,25 +265,17 @@ impl Manager {
         self.watch_log(&bundle.path, &t.namespace, &t.id);
         let result = async {
             let t0 = std::time::Instant::now();
-            let out = self
-                .shim_command(&binary, &t.namespace, &t.id, &bundle.path)
-                .arg("start")
-                .output()
-                .await
-                .map_err(|e| Error::io(format!("run {} start", binary.display()), e))?;
-            if !out.status.success() {
-                return Err(Error::Internal(format!(
-                    "{} start: {}",
-                    binary.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let _ = std::fs::write(bundle.path.join("address"), &address);
+            let (shim, joined) = match self.join_group(&binary, &t, &bundle.path).await {
+                Some(shim) => (shim, true),
+                None => {
+                    let address = self.start_shim(&binary, &t, &bundle.path).await?;
+                    let shim =
+                        Shim::connect(&address, &t.namespace, &t.id, bundle.path.clone()).await?;
+                    (shim, false)
+                }
+            };
             let t1 = std::time::Instant::now();
-            let shim = Shim::connect(&address, &t.namespace, &t.id, bundle.path.clone()).await?;
-            let t2 = std::time::Instant::now();
-            let mut req = t.request;
+            let mut req = t.request.clone();
             req.id = t.id.clone();
             req.bundle = bundle.path.to_string_lossy().into_owned();
             let resp = match shim.create(&req).await {
@@ -296,9 +291,9 @@ impl Manager {
             };
             tracing::debug!(
                 id = %t.id,
-                shim_start_us = (t1 - t0).as_micros() as u64,
-                connect_us = (t2 - t1).as_micros() as u64,
-                create_us = t2.elapsed().as_micros() as u64,
+                joined,
+                shim_us = (t1 - t0).as_micros() as u64,
+                create_us = t1.elapsed().as_micros() as u64,
                 "task created"
             );
             Ok((Arc::new(shim), resp.pid))
@@ -315,6 +310,53 @@ impl Manager {
                 Err(e)
             }
         }
+    }
+
+    /// `<shim> start`: the shim's address (a new shim's, or its group's running one).
+    async fn start_shim(&self, binary: &Path, t: &NewTask, bundle: &Path) -> Result<String> {
+        let out = self
+            .shim_command(binary, &t.namespace, &t.id, bundle)
+            .arg("start")
+            .output()
+            .await
+            .map_err(|e| Error::io(format!("run {} start", binary.display()), e))?;
+        if !out.status.success() {
+            return Err(Error::Internal(format!(
+                "{} start: {}",
+                binary.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let _ = std::fs::write(bundle.join("address"), &address);
+        Ok(address)
+    }
+
+    /// The running shim of the task's group (its pod's sandbox), connected for this task, when
+    /// wharfd holds a live connection to it from the same binary. The pod's next container then
+    /// costs no `<shim> start`, a process run only to print that shim's address again. Only for
+    /// wharf's own shim, whose grouping this relies on: any other binary is asked.
+    async fn join_group(&self, binary: &Path, t: &NewTask, bundle: &Path) -> Option<Shim> {
+        if binary.file_name()? != OWN_SHIM {
+            return None;
+        }
+        let group = wharf_core::spec::shim_group(&t.spec, &t.id);
+        if group == t.id {
+            return None;
+        }
+        let leader = self.get(&t.namespace, &group).await?;
+        if leader.closing.load(std::sync::atomic::Ordering::SeqCst)
+            || std::fs::read(leader.bundle.join("shim-binary-path")).ok()?
+                != binary.as_os_str().as_encoded_bytes()
+        {
+            return None;
+        }
+        // A shim that went away since answers nothing: `start` then makes a new one.
+        let shim = Shim::connect(&leader.address, &t.namespace, &t.id, bundle.to_path_buf())
+            .await
+            .ok()?;
+        std::fs::write(bundle.join("address"), &leader.address).ok()?;
+        Some(shim)
     }
 
     /// Deletes a task's init process, stops its shim and removes its bundle.

@@ -84,32 +84,6 @@ impl Args {
     }
 }
 
-/// The annotations that put a task in the shim of a group, as containerd's runc shim reads them:
-/// the containers of a Kubernetes pod share the shim of its sandbox.
-const GROUP_ANNOTATIONS: &[&str] = &[
-    "io.containerd.runc.v2.group",
-    "io.kubernetes.cri.sandbox-id",
-];
-
-/// The shim group of the task whose spec is `config` (config.json's bytes): its group
-/// annotation, else the task's own id. An unreadable spec means no group (the create that
-/// follows reports it).
-pub fn group(config: &[u8], id: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Spec {
-        #[serde(default)]
-        annotations: std::collections::HashMap<String, String>,
-    }
-    let Ok(spec) = serde_json::from_slice::<Spec>(config) else {
-        return id.to_string();
-    };
-    GROUP_ANNOTATIONS
-        .iter()
-        .find_map(|a| spec.annotations.get(*a).filter(|g| !g.is_empty()))
-        .cloned()
-        .unwrap_or_else(|| id.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,24 +123,5 @@ mod tests {
         assert_ne!(a.socket_path("x"), b.socket_path("x"));
         assert!(a.socket_path("x").as_os_str().len() < 100);
         assert_ne!(a.runtime_root("x"), a.runtime_root("y"));
-    }
-
-    #[test]
-    fn groups_from_annotations() {
-        let pod = br#"{"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}"#;
-        assert_eq!(group(pod, "c1"), "pod1");
-        let both = br#"{"annotations": {"io.kubernetes.cri.sandbox-id": "pod1",
-            "io.containerd.runc.v2.group": "g"}}"#;
-        assert_eq!(group(both, "c1"), "g");
-        assert_eq!(group(br#"{"annotations": {}}"#, "c1"), "c1");
-        assert_eq!(group(br#"{"ociVersion": "1.0.2"}"#, "c1"), "c1");
-        assert_eq!(
-            group(
-                br#"{"annotations": {"io.kubernetes.cri.sandbox-id": ""}}"#,
-                "c1"
-            ),
-            "c1"
-        );
-        assert_eq!(group(b"not json", "c1"), "c1");
     }
 }

@@ -23,7 +23,7 @@ pub fn start(args: &Args) -> Result<(), String> {
     // The containers of a pod join the shim of its sandbox, as containerd's runc shim groups
     // them: one process per pod, and no shim to start for each container.
     let config = std::fs::read("config.json").unwrap_or_default();
-    let group = crate::args::group(&config, &args.id);
+    let group = wharf_core::spec::shim_group(&config, &args.id);
     let socket = args.socket_path(&group);
     let dir = socket.parent().unwrap_or(Path::new("/run/wharf"));
     std::fs::DirBuilder::new()

@@ -34,7 +34,9 @@ pub fn run(args: &Args) -> Result<(), String> {
     .remove_leftovers();
     // The socket may be a group's whose shim still serves other tasks (a pod's container that
     // failed to start): only a dead shim's goes.
-    crate::daemon::remove_socket(&args.socket_path(&crate::args::group(&config, &args.id)));
+    crate::daemon::remove_socket(
+        &args.socket_path(&wharf_core::spec::shim_group(&config, &args.id)),
+    );
     let resp = DeleteResponse {
         pid,
         exit_status: 128 + libc::SIGKILL as u32,

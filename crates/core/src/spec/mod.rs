@@ -282,6 +282,33 @@ fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
     }
 }
 
+/// The annotations that put a task in the shim of a group, as containerd's runc shim reads them:
+/// the containers of a Kubernetes pod share the shim of its sandbox.
+pub const SHIM_GROUP_ANNOTATIONS: &[&str] = &[
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
+
+/// The shim group of the task whose spec is `config` (config.json's bytes): its group
+/// annotation, else the task's own id. An unreadable spec means no group (the create that
+/// follows reports it). The shim names its socket after the group; wharfd's manager uses the
+/// same rule to join a pod's running shim without starting one.
+pub fn shim_group(config: &[u8], id: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: HashMap<String, String>,
+    }
+    let Ok(spec) = serde_json::from_slice::<Annotated>(config) else {
+        return id.to_string();
+    };
+    SHIM_GROUP_ANNOTATIONS
+        .iter()
+        .find_map(|a| spec.annotations.get(*a).filter(|g| !g.is_empty()))
+        .cloned()
+        .unwrap_or_else(|| id.to_string())
+}
+
 /// The cgroup limits of `opts` (memory, CPU, cpuset, hugepages, unified, pids), checked.
 pub fn resources(opts: &SpecOptions) -> Result<LinuxResources> {
     let mut r = LinuxResources::default();

@@ -1414,3 +1414,22 @@ fn hugepage_sizes_read_as_the_kernel_names_them() {
     assert!(page_size_bytes("2MiB").is_err());
     assert!(page_size_bytes("16384PB").is_err());
 }
+
+#[test]
+fn shim_groups_from_annotations() {
+    let pod = br#"{"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}"#;
+    assert_eq!(shim_group(pod, "c1"), "pod1");
+    let both = br#"{"annotations": {"io.kubernetes.cri.sandbox-id": "pod1",
+        "io.containerd.runc.v2.group": "g"}}"#;
+    assert_eq!(shim_group(both, "c1"), "g");
+    assert_eq!(shim_group(br#"{"annotations": {}}"#, "c1"), "c1");
+    assert_eq!(shim_group(br#"{"ociVersion": "1.0.2"}"#, "c1"), "c1");
+    assert_eq!(
+        shim_group(
+            br#"{"annotations": {"io.kubernetes.cri.sandbox-id": ""}}"#,
+            "c1"
+        ),
+        "c1"
+    );
+    assert_eq!(shim_group(b"not json", "c1"), "c1");
+}
