@@ -299,7 +299,7 @@ impl Cri {
         let id = c.id().to_string();
         self.stop_task(&id, Duration::from_secs(timeout.max(0) as u64))
             .await?;
-        self.finish_container(&id).await;
+        self.finish_container(&id, None).await;
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl Cri {
         let id = c.id().to_string();
         self.forget_cpu_sample(&id);
         self.stop_task(&id, Duration::ZERO).await?;
-        self.finish_container(&id).await;
+        self.finish_container(&id, None).await;
         let lock = self.lock_of(&id);
         let held = lock.lock().await;
         self.delete_task(&id).await?;
@@ -339,7 +339,8 @@ impl Cri {
     }
 
     /// Records the exit of a container whose task stopped (or vanished) and deletes the task.
-    pub(crate) async fn finish_container(&self, id: &str) {
+    /// `exit` is the exit event's status and time (nanoseconds), when one reported it.
+    pub(crate) async fn finish_container(&self, id: &str, exit: Option<(u32, i64)>) {
         let lock = self.lock_of(id);
         let held = lock.lock().await;
         let Ok(mut c) = self.container(id) else {
@@ -347,7 +348,11 @@ impl Cri {
         };
         let mut stopped = false;
         if c.meta.finished_at == 0 && c.meta.started_at != 0 {
-            let o = self.observe(&c).await;
+            // The exit event's status, as containerd records it; without one, the shim's.
+            let o = match exit {
+                Some((status, at)) => self.exited(&c, status, at),
+                None => self.observe(&c).await,
+            };
             if o.state != pb::ContainerState::ContainerExited {
                 return;
             }

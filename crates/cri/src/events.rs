@@ -11,9 +11,14 @@ use crate::{Cri, NAMESPACE};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskEvent {
     /// A process exited; `id` is the exec id, equal to `container_id` for the task itself.
+    /// The status and time are the event's: for a task whose shim died, the shim's clean-up
+    /// reports 137, and the dead shim cannot be asked.
     Exit {
         container_id: String,
         id: String,
+        exit_status: u32,
+        /// Nanoseconds since the epoch; 0 if unknown.
+        exited_at: i64,
     },
     Oom {
         container_id: String,
@@ -32,11 +37,17 @@ impl Cri {
                         s.insert(container_id);
                     }
                 }
-                TaskEvent::Exit { container_id, id } if container_id == id => {
+                TaskEvent::Exit {
+                    container_id,
+                    id,
+                    exit_status,
+                    exited_at,
+                } if container_id == id => {
                     if let Ok(mut s) = self.exits_seen.lock() {
                         s.insert(container_id.clone());
                     }
-                    self.task_exited(&container_id).await;
+                    self.task_exited(&container_id, (exit_status, exited_at))
+                        .await;
                     if let Ok(mut s) = self.exits_seen.lock() {
                         s.remove(&container_id);
                     }
@@ -46,13 +57,13 @@ impl Cri {
         }
     }
 
-    async fn task_exited(&self, id: &str) {
+    async fn task_exited(&self, id: &str, exit: (u32, i64)) {
         let kind = match self.db.container_get(NAMESPACE, id) {
             Ok(c) => c.labels.get(LABEL_KIND).cloned().unwrap_or_default(),
             Err(_) => return,
         };
         match kind.as_str() {
-            KIND_CONTAINER => self.finish_container(id).await,
+            KIND_CONTAINER => self.finish_container(id, Some(exit)).await,
             KIND_SANDBOX => self.finish_sandbox(id).await,
             _ => {}
         }
@@ -67,7 +78,7 @@ impl Cri {
                 }
                 match self.task_state(c.id()).await {
                     Some(t) if t.status != TaskStatus::Stopped => {}
-                    _ => self.finish_container(c.id()).await,
+                    _ => self.finish_container(c.id(), None).await,
                 }
             }
         }

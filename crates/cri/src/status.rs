@@ -78,20 +78,7 @@ impl Cri {
             Some(t) => match t.status {
                 TaskStatus::Running => running(pb::ContainerState::ContainerRunning),
                 TaskStatus::Created => running(pb::ContainerState::ContainerCreated),
-                TaskStatus::Stopped => {
-                    let code = t.exit_status as i32;
-                    let oom = self.oom_killed(c.id()) || (code == 137 && cgroup_oom(c));
-                    Observed {
-                        state: pb::ContainerState::ContainerExited,
-                        exit_code: code,
-                        reason: reason(code, oom),
-                        finished_at: if t.exited_at > 0 {
-                            t.exited_at
-                        } else {
-                            now_nanos()
-                        },
-                    }
-                }
+                TaskStatus::Stopped => self.exited(c, t.exit_status, t.exited_at),
             },
             None if m.started_at != 0 => {
                 // The exit handler records the exit, then deletes the task: a task gone since
@@ -137,6 +124,23 @@ impl Cri {
             (true, true) => pb::ContainerState::ContainerRunning,
             (true, false) => pb::ContainerState::ContainerExited,
             (false, _) => pb::ContainerState::ContainerCreated,
+        }
+    }
+
+    /// An exit with its status and time (nanoseconds; 0 if unknown): the reason is OOMKilled
+    /// when the kernel killed it for memory.
+    pub(crate) fn exited(&self, c: &CriContainer, status: u32, exited_at: i64) -> Observed {
+        let code = status as i32;
+        let oom = self.oom_killed(c.id()) || (code == 137 && cgroup_oom(c));
+        Observed {
+            state: pb::ContainerState::ContainerExited,
+            exit_code: code,
+            reason: reason(code, oom),
+            finished_at: if exited_at > 0 {
+                exited_at
+            } else {
+                now_nanos()
+            },
         }
     }
 

@@ -75,7 +75,8 @@ impl Cri {
             .await?)
     }
 
-    /// The task's state; None when it has no task. A shim that is gone reads as stopped.
+    /// The task's state; None when it has no task. A shim that is gone reads as stopped
+    /// (killed).
     pub(crate) async fn task_state(&self, id: &str) -> Option<TaskState> {
         let shim = self.shim(id).await?;
         Some(match shim.state("").await {
@@ -98,10 +99,12 @@ impl Cri {
                     .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
                     .unwrap_or(0),
             },
+            // Its shim is gone, and the clean-up after a dead shim kills what is left: 137,
+            // what that clean-up reports and containerd records.
             Err(_) => TaskState {
                 status: TaskStatus::Stopped,
                 pid: 0,
-                exit_status: 255,
+                exit_status: 128 + 9,
                 exited_at: 0,
             },
         })

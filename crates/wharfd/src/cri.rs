@@ -72,6 +72,10 @@ impl wharf_cri::Hooks for DaemonHooks {
                         wharf_cri::TaskEvent::Exit {
                             container_id: x.container_id,
                             id: x.id,
+                            exit_status: x.exit_status,
+                            exited_at: x
+                                .exited_at
+                                .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos)),
                         }
                     }),
                     _ => TaskOom::decode(e.value.as_slice()).ok().map(|x| {
