@@ -324,3 +324,64 @@ fn container_changes_bump_the_generation_failed_ones_do_not() {
     db.container_delete("ns", "c1").unwrap();
     assert_ne!(db.containers_generation(), g2);
 }
+
+#[test]
+fn filtered_container_lists_match_on_every_field_and_keep_payloads() {
+    let (_t, db) = db();
+    let mk = |id: &str, label: &str, image: &str| Container {
+        id: id.into(),
+        labels: [("app".to_string(), label.to_string())].into(),
+        image: image.into(),
+        runtime_name: "io.containerd.wharf.v2".into(),
+        runtime_options: None,
+        spec: Some(Payload {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+            value: format!("{{\"id\": \"{id}\"}}").into_bytes(),
+        }),
+        snapshotter: "overlayfs".into(),
+        snapshot_key: id.into(),
+        extensions: [(
+            "x".to_string(),
+            Payload {
+                type_url: "t".into(),
+                value: vec![0, 255, 16],
+            },
+        )]
+        .into(),
+        sandbox: String::new(),
+        created_at: SystemTime::now(),
+        updated_at: SystemTime::now(),
+    };
+    // A label value with escapes (quotes, a backslash, non-ASCII) still matches.
+    let odd = "we \"quote\" \\ ünï";
+    db.container_create("ns", mk("c1", odd, "busybox")).unwrap();
+    db.container_create("ns", mk("c2", "web", "nginx")).unwrap();
+    let ids = |f: &str| -> Vec<String> {
+        let filter = Filter::parse(&[f.to_string()]).unwrap();
+        db.container_list("ns", &filter)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(ids("labels.app==web"), ["c2"]);
+    assert_eq!(
+        ids(&format!(
+            "labels.app=={}",
+            serde_json::to_string(odd).unwrap()
+        )),
+        ["c1"]
+    );
+    assert_eq!(ids("image==busybox"), ["c1"]);
+    assert_eq!(ids("runtime.name==io.containerd.wharf.v2"), ["c1", "c2"]);
+    assert_eq!(ids("snapshotkey==c2"), ["c2"]);
+    assert_eq!(ids("id~=^c"), ["c1", "c2"]);
+    assert!(ids("labels.app==nope").is_empty());
+    // The records that match come back whole.
+    let all = db
+        .container_list("ns", &Filter::parse(&["image==nginx".to_string()]).unwrap())
+        .unwrap();
+    assert_eq!(all, [db.container_get("ns", "c2").unwrap()]);
+    assert_eq!(all[0].spec.as_ref().unwrap().value, b"{\"id\": \"c2\"}");
+    assert_eq!(all[0].extensions["x"].value, [0, 255, 16]);
+}
