@@ -16,6 +16,9 @@ pub struct Cgroup {
     /// The spec's cgroupsPath, e.g. `/default/t1`.
     pub path: PathBuf,
     pub id: String,
+    /// Made on first use and kept: on cgroup v1, making one reads the mount table once per
+    /// controller, and kubelet asks every container's stats every few seconds.
+    manager: std::sync::OnceLock<libcgroups::common::AnyCgroupManager>,
 }
 
 fn setup() -> Option<CgroupSetup> {
@@ -27,13 +30,25 @@ fn unified() -> bool {
 }
 
 impl Cgroup {
-    fn manager(&self) -> Result<libcgroups::common::AnyCgroupManager, String> {
-        create_cgroup_manager(CgroupConfig {
+    pub fn new(path: PathBuf, id: String) -> Cgroup {
+        Cgroup {
+            path,
+            id,
+            manager: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn manager(&self) -> Result<&libcgroups::common::AnyCgroupManager, String> {
+        if let Some(m) = self.manager.get() {
+            return Ok(m);
+        }
+        let m = create_cgroup_manager(CgroupConfig {
             cgroup_path: self.path.clone(),
             systemd_cgroup: false,
             container_name: self.id.clone(),
         })
-        .map_err(|e| format!("cgroup {}: {e}", self.path.display()))
+        .map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
+        Ok(self.manager.get_or_init(|| m))
     }
 
     pub fn pids(&self) -> Result<Vec<u32>, String> {

@@ -27,11 +27,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         .ok()
         .and_then(|s| s.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
         .unwrap_or_else(|| PathBuf::from(format!("/{}/{}", args.namespace, args.id)));
-    Cgroup {
-        path: cg_path,
-        id: args.id.clone(),
-    }
-    .remove_leftovers();
+    Cgroup::new(cg_path, args.id.clone()).remove_leftovers();
     // The socket may be a group's whose shim still serves other tasks (a pod's container that
     // failed to start): only a dead shim's goes.
     crate::daemon::remove_socket(

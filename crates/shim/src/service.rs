@@ -511,10 +511,7 @@ impl Task for Service {
             }
         };
         let pid = proc.pid;
-        let cg = Arc::new(Cgroup {
-            path: cg_path,
-            id: t.id.clone(),
-        });
+        let cg = Arc::new(Cgroup::new(cg_path, t.id.clone()));
         inner.cgroup = Some(cg.clone());
         inner.engine = Some(engine);
         inner.init = Some(proc);
@@ -973,9 +970,7 @@ impl Task for Service {
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<api::Empty> {
-        use libcgroups::common::{
-            create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt,
-        };
+        use libcgroups::common::{CgroupManager, ControllerOpt};
         let t = self.task(&req.id)?;
         let cg = t.lock().cgroup.clone().ok_or_else(|| not_found("task"))?;
         let value = req
@@ -985,12 +980,7 @@ impl Task for Service {
             .unwrap_or_default();
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&value)
             .map_err(|e| err(Code::INVALID_ARGUMENT, format!("resources: {e}")))?;
-        let m = create_cgroup_manager(CgroupConfig {
-            cgroup_path: cg.path.clone(),
-            systemd_cgroup: false,
-            container_name: t.id.clone(),
-        })
-        .map_err(|e| err(Code::INTERNAL, format!("cgroup: {e}")))?;
+        let m = cg.manager().map_err(|e| err(Code::INTERNAL, e))?;
         m.apply(&ControllerOpt {
             resources: &resources,
             disable_oom_killer: false,
