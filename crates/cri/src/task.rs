@@ -104,7 +104,7 @@ impl Cri {
             Err(_) => TaskState {
                 status: TaskStatus::Stopped,
                 pid: 0,
-                exit_status: 128 + 9,
+                exit_status: 128 + SIGKILL,
                 exited_at: 0,
             },
         })
