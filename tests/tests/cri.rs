@@ -1870,6 +1870,16 @@ fn cri_pod_survives_wharfd_restart() {
             pb::ContainerState::ContainerRunning as i32,
             "{st:?}"
         );
+        // A new container joins the pod's shim, which the restarted daemon reconnected to.
+        let pause = c_status(&mut r, &ctr).await.image.unwrap().image;
+        let late = create(&mut r, &pod, &cfg, container_config("late", &pause, &[]))
+            .await
+            .unwrap();
+        start(&mut r, &late).await;
+        assert_eq!(
+            ppid(verbose_pid(&mut r, &late, false).await),
+            ppid(verbose_pid(&mut r, &pod, true).await)
+        );
         // The exit is seen by the restarted daemon (pause exits 0 on SIGTERM).
         r.stop_container(pb::StopContainerRequest {
             container_id: ctr.clone(),
