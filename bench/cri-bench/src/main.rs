@@ -5,7 +5,7 @@
 //! 1. `--runs` times: RunPodSandbox + CreateContainer + StartContainer of `sleep 3600`, each
 //!    in a pod of its own (the endpoint's default CNI network), timed end to end.
 //! 2. More containers started in the last pod until `--containers` run, then ListContainers
-//!    timed `--lists` times.
+//!    timed `--lists` times and ListContainerStats `--stats` times.
 //! 3. Every pod stopped and removed (not timed).
 //!
 //! ```text
@@ -39,6 +39,10 @@ struct Args {
     /// Timed ListContainers calls.
     #[arg(long, default_value_t = 50)]
     lists: usize,
+    /// Timed ListContainerStats calls (kubelet's every few seconds), with every container
+    /// running.
+    #[arg(long, default_value_t = 10)]
+    stats: usize,
     /// Where the pods' logs go.
     #[arg(long, default_value = "/var/tmp/cri-bench-logs")]
     log_dir: String,
@@ -167,6 +171,24 @@ async fn bench(r: &mut Runtime, a: &Args, pods: &mut Vec<String>) -> Result<serd
             );
         }
     }
+    let mut stats = Vec::new();
+    for _ in 0..a.stats {
+        let t = Instant::now();
+        let n = r
+            .list_container_stats(pb::ListContainerStatsRequest { filter: None })
+            .await
+            .context("ListContainerStats")?
+            .into_inner()
+            .stats
+            .len();
+        stats.push(ms(t));
+        if n < a.containers {
+            bail!(
+                "ListContainerStats returned {n} containers, {} expected",
+                a.containers
+            );
+        }
+    }
     Ok(serde_json::json!({
         "pod_create_start_ms": start,
         "run_pod_sandbox_ms": run_ms,
@@ -174,6 +196,7 @@ async fn bench(r: &mut Runtime, a: &Args, pods: &mut Vec<String>) -> Result<serd
         "start_container_ms": start_ms,
         "late_start_container_ms": late_start_ms,
         "list_containers_ms": lists,
+        "list_container_stats_ms": stats,
         "containers": a.containers,
     }))
 }
