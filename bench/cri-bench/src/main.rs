@@ -153,42 +153,8 @@ async fn bench(r: &mut Runtime, a: &Args, pods: &mut Vec<String>) -> Result<serd
             late_start_ms.push(started);
         }
     }
-    let mut lists = Vec::new();
-    for _ in 0..a.lists {
-        let t = Instant::now();
-        let n = r
-            .list_containers(pb::ListContainersRequest { filter: None })
-            .await
-            .context("ListContainers")?
-            .into_inner()
-            .containers
-            .len();
-        lists.push(ms(t));
-        if n < a.containers {
-            bail!(
-                "ListContainers returned {n} containers, {} expected",
-                a.containers
-            );
-        }
-    }
-    let mut stats = Vec::new();
-    for _ in 0..a.stats {
-        let t = Instant::now();
-        let n = r
-            .list_container_stats(pb::ListContainerStatsRequest { filter: None })
-            .await
-            .context("ListContainerStats")?
-            .into_inner()
-            .stats
-            .len();
-        stats.push(ms(t));
-        if n < a.containers {
-            bail!(
-                "ListContainerStats returned {n} containers, {} expected",
-                a.containers
-            );
-        }
-    }
+    let lists = time_lists(r, a.lists, a.containers, List::Containers).await?;
+    let stats = time_lists(r, a.stats, a.containers, List::Stats).await?;
     Ok(serde_json::json!({
         "pod_create_start_ms": start,
         "run_pod_sandbox_ms": run_ms,
@@ -199,6 +165,45 @@ async fn bench(r: &mut Runtime, a: &Args, pods: &mut Vec<String>) -> Result<serd
         "list_container_stats_ms": stats,
         "containers": a.containers,
     }))
+}
+
+#[derive(Clone, Copy)]
+enum List {
+    Containers,
+    Stats,
+}
+
+/// Times `n` calls of a list RPC, each of which must list at least `want` containers.
+async fn time_lists(r: &mut Runtime, n: usize, want: usize, what: List) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let (got, name) = match what {
+            List::Containers => (
+                r.list_containers(pb::ListContainersRequest { filter: None })
+                    .await
+                    .context("ListContainers")?
+                    .into_inner()
+                    .containers
+                    .len(),
+                "ListContainers",
+            ),
+            List::Stats => (
+                r.list_container_stats(pb::ListContainerStatsRequest { filter: None })
+                    .await
+                    .context("ListContainerStats")?
+                    .into_inner()
+                    .stats
+                    .len(),
+                "ListContainerStats",
+            ),
+        };
+        out.push(ms(t));
+        if got < want {
+            bail!("{name} returned {got} containers, {want} expected");
+        }
+    }
+    Ok(out)
 }
 
 async fn cleanup(r: &mut Runtime, pods: &[String]) {
