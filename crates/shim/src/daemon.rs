@@ -40,9 +40,7 @@ pub fn start(args: &Args) -> Result<(), String> {
         Bound::Live if group != args.id => {
             // The group's shim serves this task too.
             drop(lock);
-            let _ = std::fs::write("address", &address);
-            print!("{address}");
-            let _ = std::io::stdout().flush();
+            announce(&address);
             return Ok(());
         }
         Bound::Live => {
@@ -57,10 +55,7 @@ pub fn start(args: &Args) -> Result<(), String> {
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Parent { .. } => {
             drop(lock);
-            // containerd reads the address from stdout, and from the bundle on restore.
-            let _ = std::fs::write("address", &address);
-            print!("{address}");
-            let _ = std::io::stdout().flush();
+            announce(&address);
             Ok(())
         }
         ForkResult::Child => {
@@ -79,6 +74,14 @@ pub fn start(args: &Args) -> Result<(), String> {
             std::process::exit(if svc.is_some() { 0 } else { 1 });
         }
     }
+}
+
+/// Tells the daemon where the task's shim listens: containerd reads the address from stdout,
+/// and from the bundle's `address` file on restore.
+fn announce(address: &str) {
+    let _ = std::fs::write("address", address);
+    print!("{address}");
+    let _ = std::io::stdout().flush();
 }
 
 /// The lock that serialises binding and removing the shims' sockets.

@@ -1,6 +1,7 @@
 //! The task service (`containerd.task.v2.Task` / `v3`): the shim's containers (one, or the
-//! containers of a pod: see `wharf_core::spec::shim_group`), each with its init process and the processes exec'd
-//! into it, run by libcontainer in this process or by a runc-compatible binary (see `engine`).
+//! containers of a pod: see `wharf_core::spec::shim_group`), each with its init process and
+//! the processes exec'd into it, run by libcontainer in this process or by a runc-compatible
+//! binary (see `engine`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -102,7 +103,8 @@ pub struct Service {
     /// The bundle the shim was started in (its first task's).
     bundle: PathBuf,
     events: Publisher,
-    /// The containers this shim runs: one, or the containers of a pod (see `wharf_core::spec::shim_group`).
+    /// The containers this shim runs: one, or the containers of a pod (see
+    /// `wharf_core::spec::shim_group`).
     tasks: Mutex<HashMap<String, Arc<Container>>>,
     /// Exits of pids nobody claimed yet (an exec that ended before it was recorded).
     unclaimed: Mutex<HashMap<i32, u32>>,

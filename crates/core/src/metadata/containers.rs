@@ -161,12 +161,8 @@ impl Db {
         let t = tx.open_table(CONTAINERS)?;
         let mut out = Vec::new();
         for (_, v) in scan_ns(&t, ns)? {
-            if !filter.is_empty() {
-                let head: Head = serde_json::from_slice(&v)
-                    .map_err(|e| Error::Internal(format!("decode record: {e}")))?;
-                if !filter.matches(&head) {
-                    continue;
-                }
+            if !filter.is_empty() && !filter.matches(&decode::<Head>(&v)?) {
+                continue;
             }
             out.push(decode::<Container>(&v)?);
         }

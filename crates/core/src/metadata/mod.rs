@@ -18,8 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use containers::{Container, Payload};
 pub use content::ContentWriter;
@@ -124,7 +123,7 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Internal(format!("encode record: {e}")))
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| Error::Internal(format!("decode record: {e}")))
 }
 

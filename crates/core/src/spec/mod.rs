@@ -284,7 +284,7 @@ fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
 
 /// The annotations that put a task in the shim of a group, as containerd's runc shim reads them:
 /// the containers of a Kubernetes pod share the shim of its sandbox.
-pub const SHIM_GROUP_ANNOTATIONS: &[&str] = &[
+const SHIM_GROUP_ANNOTATIONS: &[&str] = &[
     "io.containerd.runc.v2.group",
     "io.kubernetes.cri.sandbox-id",
 ];
