@@ -1,7 +1,7 @@
 //! The attachment cache: one JSON file per (network, container, interface) under
 //! `<cache_dir>/results/`, holding the configuration and port mappings used for ADD and the
 //! result. DEL replays exactly what ADD used, so teardown works after a daemon restart even if
-//! the configuration changed, and after a crash halfway through setup (the entry is written
+//! the configuration changed, and after a crash halfway through setup (the entry is in place
 //! before the first plugin runs).
 
 use std::fs;
@@ -85,6 +85,33 @@ pub(crate) fn read(path: &Path) -> Result<Option<Entry>> {
 
 /// Writes the entry crash-safely: temp file in the same directory, fsync, rename.
 pub(crate) fn write(path: &Path, entry: &Entry) -> Result<()> {
+    replace(path, entry, true)
+}
+
+/// Claims `path` for a new attachment: AlreadyExists if an entry is there, else the entry is
+/// written and renamed into place without waiting for the disk. It is then visible to every
+/// later reader, a restarted daemon included; [`sync`] makes it survive a power loss too.
+pub(crate) fn reserve(path: &Path, entry: &Entry, what: impl FnOnce() -> String) -> Result<()> {
+    if read(path)?.is_some() {
+        return Err(Error::AlreadyExists(what()));
+    }
+    replace(path, entry, false)
+}
+
+/// Flushes the entry at `path` and the rename that put it there to disk.
+pub(crate) fn sync(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("cache path {}", path.display())))?;
+    for p in [path, dir] {
+        fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .ctx(|| format!("sync {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn replace(path: &Path, entry: &Entry, durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Internal(format!("cache path {}", path.display())))?;
@@ -94,7 +121,7 @@ pub(crate) fn write(path: &Path, entry: &Entry) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
     f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
+        .and_then(|_| if durable { f.sync_all() } else { Ok(()) })
         .ctx(|| format!("write {}", tmp.display()))?;
     fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
 }

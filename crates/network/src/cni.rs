@@ -72,18 +72,6 @@ impl Cni {
         net.validate()?;
         let started = Instant::now();
         let key = cache::path(&self.cache_dir, &net.name, &att.container_id, &att.ifname);
-        if blocking({
-            let key = key.clone();
-            move || cache::read(&key)
-        })
-        .await?
-        .is_some()
-        {
-            return Err(Error::AlreadyExists(format!(
-                "network {} for {} ({})",
-                net.name, att.container_id, att.ifname
-            )));
-        }
         let ns = Netns::open(&att.netns)?;
         let mut entry = Entry::new(
             net,
@@ -94,13 +82,23 @@ impl Cni {
             &att.args,
         );
         let (k, e) = (key.clone(), entry.clone());
-        blocking(move || cache::write(&k, &e)).await?;
+        let what = format!(
+            "network {} for {} ({})",
+            net.name, att.container_id, att.ifname
+        );
+        blocking(move || cache::reserve(&k, &e, || what)).await?;
 
-        let added = async {
-            blocking(move || ns.loopback_up()).await?;
-            self.add_chain(net, att).await
-        }
-        .await;
+        // The entry is in place, so a teardown after a crash from here on finds it. Flushing it
+        // to disk and bringing `lo` up (which no plugin touches) overlap with the chain: each
+        // costs a pod start milliseconds when done in turn.
+        let k = key.clone();
+        let (synced, lo, chain) = tokio::join!(
+            blocking(move || cache::sync(&k)),
+            blocking(move || ns.loopback_up()),
+            self.add_chain(net, att)
+        );
+        // The plugin's error first: it is the one that explains a failed ADD.
+        let added = chain.and_then(|raw| lo.and(synced).map(|()| raw));
         let result = added.and_then(|raw| {
             NetResult::parse(raw).map_err(|reason| Error::InvalidResult {
                 plugin: net

@@ -446,3 +446,50 @@ async fn conf_dir_network_is_usable() {
     let res = handle.await.unwrap().unwrap();
     assert!(res.primary_ip("eth0").unwrap().starts_with("10.99.4."));
 }
+
+/// A crash while plugins run must leave the cache entry for the teardown that follows: it is
+/// in place before the first plugin starts (its flush to disk overlaps with the chain).
+#[tokio::test]
+async fn the_cache_entry_is_in_place_before_any_plugin_runs() {
+    let mut fx = Fixture::new(5);
+    let ns = fx.netns("p");
+    let att = fx.attachment("p", &ns);
+    let bin = fx.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = fx.tmp.path().join("seen");
+    let probe = bin.join("probe");
+    std::fs::write(
+        &probe,
+        format!(
+            "#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\nls {} > {}\n\
+             echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"probe stops here\"}}'\nexit 1\n",
+            fx.cni.cache_dir.join("results").display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fx.cni.bin_dirs.insert(0, bin);
+    let mut net = fx.net.clone();
+    net.plugins.insert(0, serde_json::json!({"type": "probe"}));
+
+    let e = fx.cni.setup(&net, &att).await.unwrap_err();
+    assert_eq!(e.plugin(), Some("probe"), "{e}");
+    let listed = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        listed.trim(),
+        format!("{}+{}+eth0.json", net.name, att.container_id)
+    );
+    // The failed ADD was rolled back, entry included.
+    assert!(fx
+        .cni
+        .cached_result(&net.name, &att.container_id, "eth0")
+        .unwrap()
+        .is_none());
+    assert!(!fx
+        .cni
+        .cache_dir
+        .join("results")
+        .join(listed.trim())
+        .exists());
+}
