@@ -1222,6 +1222,22 @@ fn cri_pods_network_containers_logs_exec_stats() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         let e = create(&mut r, &b, &cfg_b, container_config("ok", &image, &["true"])).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        // A start that fails leaves the container exited with StartError, as containerd records
+        // it, and no task behind.
+        let bad = create(&mut r, &b, &cfg_b, container_config("nocmd", &image, &["/no/such/cmd"])).await.unwrap();
+        let e = r.start_container(pb::StartContainerRequest { container_id: bad.clone() }).await.unwrap_err();
+        assert!(e.message().contains("/no/such/cmd"), "{e:?}");
+        let s = c_status(&mut r, &bad).await;
+        assert_eq!(
+            (s.state, s.exit_code, s.reason.as_str()),
+            (pb::ContainerState::ContainerExited as i32, 128, "StartError"),
+            "{s:?}"
+        );
+        assert!(s.message.contains("/no/such/cmd"), "{s:?}");
+        assert!(!w.state.join("io.containerd.runtime.v2.task/k8s.io").join(&bad).exists());
+        let e = r.start_container(pb::StartContainerRequest { container_id: bad.clone() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        r.remove_container(pb::RemoveContainerRequest { container_id: bad.clone() }).await.unwrap();
 
         // StopContainer with a grace period.
         let t = Instant::now();

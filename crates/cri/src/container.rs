@@ -265,25 +265,36 @@ impl Cri {
         } else {
             String::new()
         };
-        let (shim, _) = match self.create_task(&id, spec, &stdin, &uri, &uri).await {
+        let ran = match self.create_task(&id, spec, &stdin, &uri, &uri).await {
+            Ok((shim, _)) => {
+                let start_time = now_nanos();
+                match shim.start("").await {
+                    Ok(_) => Ok(start_time),
+                    Err(e) => {
+                        let _ = self.delete_task(&id).await;
+                        Err(Error::from(e).context(format!("failed to start container {id:?}")))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let start_time = match ran {
             Ok(t) => t,
             Err(e) => {
+                // A start that fails at any step leaves the container exited with StartError,
+                // as containerd records it (kubelet then replaces it).
                 self.drop_container_stdin(&id);
+                c.meta.finished_at = now_nanos();
+                c.meta.started_at = c.meta.finished_at;
+                c.meta.exit_code = 128;
+                c.meta.reason = "StartError".into();
+                c.meta.message = e.to_string();
+                if let Err(se) = self.save_container_meta(&c) {
+                    tracing::warn!(id = %id, error = %se, "cri: record start error");
+                }
                 return Err(e);
             }
         };
-        let start_time = now_nanos();
-        if let Err(e) = shim.start("").await {
-            let _ = self.delete_task(&id).await;
-            self.drop_container_stdin(&id);
-            c.meta.finished_at = now_nanos();
-            c.meta.started_at = c.meta.finished_at;
-            c.meta.exit_code = 128;
-            c.meta.reason = "StartError".into();
-            c.meta.message = e.to_string();
-            let _ = self.save_container_meta(&c);
-            return Err(Error::from(e).context(format!("failed to start container {id:?}")));
-        }
         c.meta.started_at = start_time;
         self.save_container_meta(&c)?;
         drop(_held);
