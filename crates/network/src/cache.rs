@@ -5,7 +5,6 @@
 //! before the first plugin runs).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,9 +82,12 @@ pub(crate) fn read(path: &Path) -> Result<Option<Entry>> {
     Ok(Some(entry))
 }
 
-/// Writes the entry crash-safely: temp file in the same directory, fsync, rename.
-pub(crate) fn write(path: &Path, entry: &Entry) -> Result<()> {
-    replace(path, entry, true)
+/// Records the result of ADD in the entry at `path`, replacing it whole (temp file, rename).
+/// The disk is not waited for: only a power loss could lose this write, and that also takes
+/// the namespace and its interfaces; the entry [`sync`] flushed before then still holds the
+/// configuration, and DEL runs without the result, as CNI allows.
+pub(crate) fn record_result(path: &Path, entry: &Entry) -> Result<()> {
+    replace(path, entry)
 }
 
 /// Claims `path` for a new attachment: AlreadyExists if an entry is there, else the entry is
@@ -95,7 +97,7 @@ pub(crate) fn reserve(path: &Path, entry: &Entry, what: impl FnOnce() -> String)
     if read(path)?.is_some() {
         return Err(Error::AlreadyExists(what()));
     }
-    replace(path, entry, false)
+    replace(path, entry)
 }
 
 /// Flushes the entry at `path` and the rename that put it there to disk.
@@ -111,7 +113,9 @@ pub(crate) fn sync(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn replace(path: &Path, entry: &Entry, durable: bool) -> Result<()> {
+/// Writes the entry to a temp file in the same directory and renames it over `path`: readers
+/// see the old entry or the new one, never part of one.
+fn replace(path: &Path, entry: &Entry) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Internal(format!("cache path {}", path.display())))?;
@@ -119,10 +123,7 @@ fn replace(path: &Path, entry: &Entry, durable: bool) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(entry)
         .map_err(|e| Error::Internal(format!("encode CNI cache entry: {e}")))?;
     let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(&bytes)
-        .and_then(|_| if durable { f.sync_all() } else { Ok(()) })
-        .ctx(|| format!("write {}", tmp.display()))?;
+    fs::write(&tmp, &bytes).ctx(|| format!("write {}", tmp.display()))?;
     fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
 }
 
@@ -153,7 +154,7 @@ mod tests {
             &[],
         );
         e.result = Some(serde_json::json!({"cniVersion": "1.0.0"}));
-        write(&p, &e).unwrap();
+        record_result(&p, &e).unwrap();
         let back = read(&p).unwrap().unwrap();
         assert_eq!(back.network, net);
         assert_eq!(back.ports, e.ports);

@@ -114,7 +114,7 @@ impl Cni {
         match result {
             Ok(result) => {
                 entry.result = Some(result.raw.clone());
-                blocking(move || cache::write(&key, &entry)).await?;
+                blocking(move || cache::record_result(&key, &entry)).await?;
                 tracing::debug!(
                     network = %net.name,
                     id = %att.container_id,
@@ -182,7 +182,13 @@ impl Cni {
             let key = key.clone();
             move || cache::read(&key)
         })
-        .await?;
+        .await
+        .unwrap_or_else(|e| {
+            // Only a power loss or a damaged disk leaves one; a teardown that failed on it
+            // would never let the attachment go.
+            tracing::warn!(id = %att.container_id, error = %e, "CNI cache entry unreadable, tearing down with the given configuration");
+            None
+        });
         let (net, att, prev) = match cached {
             Some(e) => {
                 let netns = if att.netns.as_os_str().is_empty() {

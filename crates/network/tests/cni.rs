@@ -493,3 +493,25 @@ async fn the_cache_entry_is_in_place_before_any_plugin_runs() {
         .join(listed.trim())
         .exists());
 }
+
+/// An entry cut short (a power loss right after ADD, or a damaged disk) must not keep the
+/// attachment forever: teardown falls back to the configuration it is given.
+#[tokio::test]
+async fn teardown_survives_an_unreadable_cache_entry() {
+    let mut fx = Fixture::new(6);
+    let ns = fx.netns("u");
+    let att = fx.attachment("u", &ns);
+    fx.cni.setup(&fx.net, &att).await.unwrap();
+    assert_eq!(fx.allocations().len(), 1);
+    let entry = fx
+        .cni
+        .cache_dir
+        .join("results")
+        .join(format!("{}+{}+eth0.json", fx.net.name, att.container_id));
+    std::fs::write(&entry, b"").unwrap();
+
+    fx.cni.teardown(&fx.net, &att).await.unwrap();
+    assert!(fx.allocations().is_empty(), "{:?}", fx.allocations());
+    assert_eq!(ports_on_bridge(&fx.bridge), 0);
+    assert!(!entry.exists());
+}
