@@ -90,14 +90,14 @@ pub(crate) fn record_result(path: &Path, entry: &Entry) -> Result<()> {
     replace(path, entry)
 }
 
-/// Claims `path` for a new attachment: AlreadyExists if an entry is there, else the entry is
-/// written and renamed into place without waiting for the disk. It is then visible to every
-/// later reader, a restarted daemon included; [`sync`] makes it survive a power loss too.
-pub(crate) fn reserve(path: &Path, entry: &Entry, what: impl FnOnce() -> String) -> Result<()> {
+/// Claims `path` for a new attachment: false if an entry is there, else the entry is written
+/// and renamed into place without waiting for the disk. It is then visible to every later
+/// reader, a restarted daemon included; [`sync`] makes it survive a power loss too.
+pub(crate) fn reserve(path: &Path, entry: &Entry) -> Result<bool> {
     if read(path)?.is_some() {
-        return Err(Error::AlreadyExists(what()));
+        return Ok(false);
     }
-    replace(path, entry)
+    replace(path, entry).map(|()| true)
 }
 
 /// Flushes the entry at `path` and the rename that put it there to disk.

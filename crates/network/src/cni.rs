@@ -82,11 +82,12 @@ impl Cni {
             &att.args,
         );
         let (k, e) = (key.clone(), entry.clone());
-        let what = format!(
-            "network {} for {} ({})",
-            net.name, att.container_id, att.ifname
-        );
-        blocking(move || cache::reserve(&k, &e, || what)).await?;
+        if !blocking(move || cache::reserve(&k, &e)).await? {
+            return Err(Error::AlreadyExists(format!(
+                "network {} for {} ({})",
+                net.name, att.container_id, att.ifname
+            )));
+        }
 
         // The entry is in place, so a teardown after a crash from here on finds it. Flushing it
         // to disk and bringing `lo` up (which no plugin touches) overlap with the chain: each

@@ -250,7 +250,7 @@ impl Manager {
     }
 
     /// Creates a task: bundle, shim start, connect, Create. On failure nothing is left behind.
-    pub async fn create(&self, t: NewTask) -> Result<(Arc<Shim>, u32)> {
+    pub async fn create(&self, mut t: NewTask) -> Result<(Arc<Shim>, u32)> {
         let key = (t.namespace.clone(), t.id.clone());
         if self.shims.lock().await.contains_key(&key) {
             return Err(Error::AlreadyExists(format!("task {}", t.id)));
@@ -263,6 +263,9 @@ impl Manager {
         )
         .map_err(|e| Error::io("record shim binary", e))?;
         self.watch_log(&bundle.path, &t.namespace, &t.id);
+        let mut req = std::mem::take(&mut t.request);
+        req.id = t.id.clone();
+        req.bundle = bundle.path.to_string_lossy().into_owned();
         let result = async {
             let t0 = std::time::Instant::now();
             let (shim, joined) = match self.join_group(&binary, &t, &bundle.path).await {
@@ -275,9 +278,6 @@ impl Manager {
                 }
             };
             let t1 = std::time::Instant::now();
-            let mut req = t.request.clone();
-            req.id = t.id.clone();
-            req.bundle = bundle.path.to_string_lossy().into_owned();
             let resp = match shim.create(&req).await {
                 Ok(r) => r,
                 Err(e) => {
