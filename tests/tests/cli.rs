@@ -600,6 +600,15 @@ fn interactive_exec_logs_and_friends() {
     assert_eq!(got.trim(), "bar /tmp 1000");
     let o = w.wharf(&["exec", "talker", "sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7));
+    // A child left behind holds the output FIFO open: the exec still ends (the CLI reads its
+    // output to EOF, which never comes here, so it stops a moment after the exit).
+    let got = w.wharf_ok(&["exec", "talker", "sh", "-c", "echo left; sleep 300 &"]);
+    assert_eq!(got, "left\n");
+    let ps = w.wharf_ok(&["exec", "talker", "ps", "-o", "args"]);
+    assert!(
+        ps.contains("sleep 300"),
+        "the child outlived the exec: {ps}"
+    );
     let cmd = format!(
         "{} --address {} exec -it talker tty",
         wharf.display(),

@@ -174,6 +174,96 @@ fn pause_resume_metrics_and_signal_exit_statuses() {
         .exists());
 }
 
+/// A terminal's output is copied by a shim thread, which may run after the process exited; the
+/// exit must not be reported before that copy is done. A client that reads the FIFO only once
+/// Wait returned (it holds the FIFO open read-write, so it never sees EOF) gets all the output.
+#[test]
+fn terminal_output_is_in_the_fifo_when_the_exit_is_reported() {
+    use containerd_client::services::v1 as pb;
+    use std::os::unix::fs::OpenOptionsExt;
+    use wharf_tests::daemon::with_ns;
+    let (_reg, w, r) = setup();
+    run_d(&w, &r, "tty1", &["sleep", "1000"]);
+    wait_status(&w, "tty1", "RUNNING");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = pb::tasks_client::TasksClient::new(w.channel().await.unwrap());
+        for i in 0..20 {
+            let exec_id = format!("t{i}");
+            let fifo = dir.path().join(&exec_id);
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            let mut out = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap();
+            let process = serde_json::json!({
+                "terminal": true,
+                "args": ["seq", "1", "2000"],
+                "env": ["PATH=/bin"],
+                "cwd": "/",
+                "user": {"uid": 0, "gid": 0},
+            });
+            let req = pb::ExecProcessRequest {
+                container_id: "tty1".into(),
+                stdout: fifo.display().to_string(),
+                terminal: true,
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                    value: serde_json::to_vec(&process).unwrap(),
+                }),
+                exec_id: exec_id.clone(),
+                ..Default::default()
+            };
+            tasks.exec(with_ns("test", req)).await.unwrap();
+            let mut waiter = tasks.clone();
+            let wait_req = with_ns(
+                "test",
+                pb::WaitRequest {
+                    container_id: "tty1".into(),
+                    exec_id: exec_id.clone(),
+                },
+            );
+            let wait = tokio::spawn(async move { waiter.wait(wait_req).await });
+            let start = pb::StartRequest {
+                container_id: "tty1".into(),
+                exec_id: exec_id.clone(),
+            };
+            tasks.start(with_ns("test", start)).await.unwrap();
+            let status = wait.await.unwrap().unwrap().into_inner().exit_status;
+            assert_eq!(status, 0);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            loop {
+                match out.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("read {}: {e}", fifo.display()),
+                }
+            }
+            let text = String::from_utf8_lossy(&got);
+            let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+            assert_eq!(lines.len(), 2000, "exec {i}: {} bytes", got.len());
+            assert_eq!(lines.last(), Some(&"2000"), "exec {i}");
+            let del = pb::DeleteProcessRequest {
+                container_id: "tty1".into(),
+                exec_id,
+            };
+            tasks.delete_process(with_ns("test", del)).await.unwrap();
+        }
+    });
+    w.ctr_ok(&["-n", "test", "tasks", "kill", "-s", "SIGKILL", "tty1"]);
+    wait_status(&w, "tty1", "STOPPED");
+    w.ctr(&["-n", "test", "tasks", "rm", "tty1"]);
+    w.ctr_ok(&["-n", "test", "containers", "rm", "tty1"]);
+}
+
 #[test]
 fn exec_duplicate_id_and_tty() {
     let (_reg, w, r) = setup();

@@ -23,7 +23,8 @@ pub struct Process {
     pub exited: watch::Sender<bool>,
     /// Output FIFO read ends kept open while the process lives.
     pub keep: Vec<OwnedFd>,
-    /// Disconnects when the log copiers of a formatted `file://` log have drained the output.
+    /// Disconnects when the log copiers of a formatted `file://` log, or the terminal's copier,
+    /// have drained the output.
     pub drained: Option<std::sync::mpsc::Receiver<()>>,
     pub console: Option<OwnedFd>,
     pub tty: Option<TtyCopy>,

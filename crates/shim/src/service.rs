@@ -186,9 +186,10 @@ impl Service {
         self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
     }
 
-    /// Lets the log copiers of `pid` write the last of its output before its exit is published,
-    /// so a client reading the log after Wait sees everything. Bounded: a daemonized child that
-    /// keeps the pipe open must not hold the exit back.
+    /// Lets the log copiers, or the terminal copier, of `pid` write the last of its output
+    /// before its exit is published, so a client reading the log or the FIFO after Wait sees
+    /// everything (a terminal is copied by a thread, which may lag behind the exit). Bounded: a
+    /// daemonized child that keeps the pipe or the terminal open must not hold the exit back.
     fn drain_logs(&self, pid: i32) {
         let tasks = self.snapshot();
         let rx = tasks.iter().find_map(|t| {
@@ -492,10 +493,10 @@ impl Task for Service {
                 let master = c
                     .receive()
                     .map_err(|e| err(Code::INTERNAL, format!("receive pty: {e}")))?;
-                proc.tty = Some(
-                    TtyCopy::start(&master, &paths)
-                        .map_err(|e| err(Code::INTERNAL, format!("copy tty: {e}")))?,
-                );
+                let mut tty = TtyCopy::start(&master, &paths)
+                    .map_err(|e| err(Code::INTERNAL, format!("copy tty: {e}")))?;
+                proc.drained = tty.take_drained();
+                proc.tty = Some(tty);
                 proc.console = Some(master);
             }
             Ok::<_, TtrpcError>((engine, proc, cg_path))
@@ -642,10 +643,10 @@ impl Task for Service {
             let master = c
                 .receive()
                 .map_err(|e| err(Code::INTERNAL, format!("receive pty: {e}")))?;
-            p.tty = Some(
-                TtyCopy::start(&master, &p.stdio)
-                    .map_err(|e| err(Code::INTERNAL, format!("copy tty: {e}")))?,
-            );
+            let mut tty = TtyCopy::start(&master, &p.stdio)
+                .map_err(|e| err(Code::INTERNAL, format!("copy tty: {e}")))?;
+            p.drained = tty.take_drained();
+            p.tty = Some(tty);
             p.console = Some(master);
         }
         drop(guard);

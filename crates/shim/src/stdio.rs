@@ -235,6 +235,8 @@ impl Drop for ConsoleSocket {
 /// last process holding the pty exits). Dropping `stdin_stop` (CloseIO) ends the input copy.
 pub struct TtyCopy {
     stdin_stop: Option<OwnedFd>,
+    /// Disconnects once the output copy has written everything the terminal gave it.
+    drained: Option<mpsc::Receiver<()>>,
 }
 
 impl TtyCopy {
@@ -248,11 +250,17 @@ impl TtyCopy {
         } else {
             File::from(open_output(&p.stdout, &mut keep)?)
         };
+        // A formatted log's copier ends after this thread (it reads what this one writes).
+        let (done, drained) = match (logs.done.take(), logs.drained.take()) {
+            (Some(done), Some(drained)) => (done, drained),
+            _ => mpsc::channel(),
+        };
         let mut master_r = File::from(master.try_clone()?);
         std::thread::Builder::new()
             .name("tty-out".into())
             .stack_size(64 * 1024)
             .spawn(move || {
+                let _done = done;
                 let _keep = keep;
                 let mut out = out;
                 let mut buf = [0u8; 8192];
@@ -304,7 +312,15 @@ impl TtyCopy {
                     }
                 })?;
         }
-        Ok(TtyCopy { stdin_stop })
+        Ok(TtyCopy {
+            stdin_stop,
+            drained: Some(drained),
+        })
+    }
+
+    /// What disconnects once the terminal's output is all written (see `Process::drained`).
+    pub fn take_drained(&mut self) -> Option<mpsc::Receiver<()>> {
+        self.drained.take()
     }
 
     pub fn close_stdin(&mut self) {

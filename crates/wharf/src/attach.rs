@@ -55,14 +55,12 @@ impl Fifos {
     /// Starts copying; call once the task (or exec) is created, before it starts.
     pub async fn attach(&mut self, c: &Client, id: &str, exec_id: &str) -> Result<Copier> {
         let out = pipe::OpenOptions::new()
-            .read_write(true)
             .open_receiver(self.path("out"))
             .context("open stdout FIFO")?;
         let (exited_tx, exited) = tokio::sync::watch::channel(false);
         let mut jobs = vec![tokio::spawn(copy_out(out, false, exited.clone()))];
         if !self.tty {
             let err = pipe::OpenOptions::new()
-                .read_write(true)
                 .open_receiver(self.path("err"))
                 .context("open stderr FIFO")?;
             jobs.push(tokio::spawn(copy_out(err, true, exited)));
@@ -126,37 +124,44 @@ impl Fifos {
     }
 }
 
-/// Copies a FIFO to our stdout/stderr. The FIFO is open read-write (so opening never blocks),
-/// which means it never reports EOF: once `exited` fires, what is buffered is drained and the
-/// copy ends.
-async fn copy_out(rx: pipe::Receiver, err: bool, mut exited: tokio::sync::watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 32 * 1024];
+/// Output still forwarded once the process has exited, at most this long: children that keep
+/// the FIFO (or the terminal) open must not hold the CLI.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Copies a FIFO to our stdout/stderr until EOF: the FIFO is open read-only, so EOF comes once
+/// every writer is gone (the shim closes its end after draining a terminal, which it may do
+/// after the exit was reported). A read-only FIFO reports no EOF before a writer first opened
+/// it, so opening it ahead of the shim is fine. After `exited`, at most [`DRAIN`] more.
+async fn copy_out(
+    mut rx: pipe::Receiver,
+    err: bool,
+    mut exited: tokio::sync::watch::Receiver<bool>,
+) {
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if err {
         Box::new(tokio::io::stderr())
     } else {
         Box::new(tokio::io::stdout())
     };
-    loop {
-        let done = tokio::select! {
-            r = rx.readable() => { if r.is_err() { return; } false }
-            _ = exited.wait_for(|e| *e) => true,
-        };
+    let copy = async {
+        let mut buf = vec![0u8; 32 * 1024];
         loop {
-            match rx.try_read(&mut buf) {
-                Ok(0) => return,
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if out.write_all(&buf[..n]).await.is_err() {
-                        return;
+                    if out.write_all(&buf[..n]).await.is_err() || out.flush().await.is_err() {
+                        break;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return,
             }
         }
-        let _ = out.flush().await;
-        if done {
-            return;
-        }
+    };
+    let deadline = async {
+        let _ = exited.wait_for(|e| *e).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        _ = copy => {}
+        _ = deadline => {}
     }
 }
 
