@@ -6,6 +6,7 @@
 //! first); [`bin`] finds them.
 
 pub mod daemon;
+pub mod events;
 pub mod fake_registry;
 pub mod images;
 pub mod listing;

@@ -660,23 +660,19 @@ fn interactive_exec_logs_and_friends() {
         "talker:running"
     );
 
-    // Events: a subscriber sees a task start.
-    let mut ev = std::process::Command::new(&wharf)
-        .args(["events", "--format", "{{.Topic}}"])
-        .env("WHARF_ADDRESS", &w.socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    w.wharf_ok(&["run", "--rm", &r, "true"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = ev.kill();
-    let out = ev.wait_with_output().unwrap();
-    let topics = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        topics.contains("/tasks/start") && topics.contains("/tasks/exit"),
-        "{topics}"
+    // Events: a subscriber sees a task start and its exit (of a run after its subscription is
+    // in place, which the first run may beat; `subscribe` fails when none comes).
+    let mut cmd = std::process::Command::new(&wharf);
+    cmd.args(["events", "--format", "{{.Topic}}"])
+        .env("WHARF_ADDRESS", &w.socket);
+    let ev = wharf_tests::events::Subscriber::spawn(cmd);
+    ev.subscribe(
+        || {
+            w.wharf_ok(&["run", "--rm", &r, "true"]);
+        },
+        |t| t.contains("/tasks/start") && t.contains("/tasks/exit"),
     );
+    drop(ev);
 
     w.wharf_ok(&["namespace", "create", "team-a"]);
     assert!(w.wharf_ok(&["namespace", "ls"]).contains("team-a"));

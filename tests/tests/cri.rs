@@ -125,6 +125,28 @@ async fn records(w: &Wharfd) -> Vec<(String, std::collections::HashMap<String, S
     v
 }
 
+/// Waits until process `pid` has a handler for `sig` in place (its SigCgt mask): a signal sent
+/// before that kills it, or is dropped when it is its pid namespace's init.
+fn wait_until_catches(pid: i32, sig: i32) {
+    let catches = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let l = s.lines().find(|l| l.starts_with("SigCgt:"))?;
+                u64::from_str_radix(l["SigCgt:".len()..].trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !catches() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never caught signal {sig}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn cri_version_status_and_unimplemented() {
     wharf_tests::require_root();
@@ -573,7 +595,9 @@ fn cri_builtin_pause_image() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        // Before its handler is in place the signal would kill it (a loaded machine makes that
+        // likely right after the spawn).
+        wait_until_catches(child.id() as i32, sig as i32);
         assert!(child.try_wait().unwrap().is_none(), "pause exited early");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1834,23 +1858,7 @@ fn cri_pod_survives_wharfd_restart() {
     env.w.kill();
     // pause is its namespace's init: a SIGTERM that comes before its handler is in place is
     // dropped by the kernel, which a loaded machine makes likely right after the start.
-    let handles_term = || {
-        std::fs::read_to_string(format!("/proc/{gone_pid}/status"))
-            .ok()
-            .and_then(|s| {
-                let l = s.lines().find(|l| l.starts_with("SigCgt:"))?;
-                u64::from_str_radix(l["SigCgt:".len()..].trim(), 16).ok()
-            })
-            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !handles_term() {
-        assert!(
-            Instant::now() < deadline,
-            "pause {gone_pid} never caught SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_catches(gone_pid, libc::SIGTERM);
     let pid = nix::unistd::Pid::from_raw(gone_pid);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

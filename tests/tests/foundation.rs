@@ -599,7 +599,15 @@ fn sigkill_during_write_restarts_cleanly() {
     );
     let mut stdin = c.stdin.take().unwrap();
     stdin.write_all(&data[..3 << 20]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once the ingest is under way (listed as active).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !w
+        .ctr_ok(&["-n", "test", "content", "active"])
+        .contains("crash")
+    {
+        assert!(Instant::now() < deadline, "the ingest never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     w.kill();
     let _ = c.kill();
     let _ = c.wait();
@@ -805,16 +813,20 @@ fn sockets_stale_live_and_sigterm() {
 #[test]
 fn events_reach_subscribers_with_filters() {
     let w = Wharfd::start().unwrap();
-    let mut sub = Command::new("ctr")
-        .arg("--address")
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address")
         .arg(&w.socket)
-        .args(["events", "topic~=^/namespaces/"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the subscription is registered: publish until the subscriber sees one.
-    std::thread::sleep(Duration::from_millis(300));
+        .args(["events", "topic~=^/namespaces/"]);
+    let sub = wharf_tests::events::Subscriber::spawn(cmd);
+    // The subscription is in place once a probe's event comes through.
+    let mut n = 0;
+    sub.subscribe(
+        || {
+            n += 1;
+            w.ctr_ok(&["namespaces", "create", &format!("probe{n}")]);
+        },
+        |t| t.contains("/namespaces/create"),
+    );
     w.ctr_ok(&["namespaces", "create", "evt"]);
     let out = ingest(
         &w,
@@ -823,15 +835,14 @@ fn events_reach_subscribers_with_filters() {
     );
     assert!(out.status.success());
     w.ctr_ok(&["namespaces", "label", "evt", "k=v"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = sub.kill();
-    let out = sub.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // Events come in order: had the filter let /content/create through, it came before this.
+    sub.wait_for("/namespaces/update", |t| t.contains("/namespaces/update"));
+    let text = sub.stop();
     assert!(
-        text.contains("/namespaces/create") && text.contains("evt"),
+        text.lines()
+            .any(|l| l.contains("/namespaces/create") && l.contains("evt")),
         "{text}"
     );
-    assert!(text.contains("/namespaces/update"), "{text}");
     assert!(
         !text.contains("/content/create"),
         "filter must drop other topics: {text}"

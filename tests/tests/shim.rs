@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wharf_tests::daemon::Wharfd;
+use wharf_tests::events::Subscriber;
 use wharf_tests::images;
 use wharf_tests::registry::Registry;
 
@@ -53,6 +54,23 @@ fn wait_status(w: &Wharfd, id: &str, want: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ctr events` with its subscription in place: a label put on namespace `test` (which
+/// `setup` made) came through.
+fn subscribe(w: &Wharfd) -> Subscriber {
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address").arg(&w.socket).arg("events");
+    let sub = Subscriber::spawn(cmd);
+    let mut n = 0;
+    sub.subscribe(
+        || {
+            n += 1;
+            w.ctr_ok(&["namespaces", "label", "test", &format!("probe={n}")]);
+        },
+        |t| t.contains("/namespaces/update"),
+    );
+    sub
 }
 
 /// The exit status wharfd reports for a stopped task (Tasks/Get), then `ctr tasks rm`.
@@ -321,7 +339,18 @@ fn exec_duplicate_id_and_tty() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // It runs once the task lists a second process.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w
+        .ctr_ok(&["-n", "test", "tasks", "ps", "x1"])
+        .lines()
+        .skip(1)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the first exec never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let err = w.ctr_err(&[
         "-n",
         "test",
@@ -366,15 +395,7 @@ fn exec_duplicate_id_and_tty() {
 #[test]
 fn oom_kill_is_reported() {
     let (_reg, w, r) = setup();
-    let mut events = Command::new("ctr")
-        .arg("--address")
-        .arg(&w.socket)
-        .args(["events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let events = subscribe(&w);
     let out = w.ctr(&[
         "-n",
         "test",
@@ -396,21 +417,10 @@ fn oom_kill_is_reported() {
         "OOM-killed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = events.kill();
-    let mut ev = String::new();
-    events
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut ev)
-        .unwrap();
-    let _ = events.wait();
-    assert!(
-        ev.lines()
-            .any(|l| l.contains("/tasks/oom") && l.contains("oom1")),
-        "{ev}"
-    );
+    events.wait_for("the OOM event", |t| {
+        t.lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains("oom1"))
+    });
 }
 
 #[test]
@@ -440,15 +450,7 @@ fn killed_shim_and_five_tasks_across_a_crash() {
     // A shim killed with -9: wharfd notices at once, cleans up after it (the container's
     // processes, its rootfs mount, its cgroup), publishes the exit, and the task reads STOPPED
     // until it is deleted.
-    let mut events = Command::new("ctr")
-        .arg("--address")
-        .arg(&w.socket)
-        .args(["events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let events = subscribe(&w);
     let shim = shim_pids("c2");
     assert_eq!(shim.len(), 1, "{shim:?}");
     nix::sys::signal::kill(
@@ -475,21 +477,11 @@ fn killed_shim_and_five_tasks_across_a_crash() {
         "{:?}",
         cgroup_dirs("test/c2")
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = events.kill();
-    let mut ev = String::new();
-    events
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut ev)
-        .unwrap();
-    let _ = events.wait();
-    assert!(
-        ev.lines()
-            .any(|l| l.contains("/tasks/exit") && l.contains("c2")),
-        "{ev}"
-    );
+    events.wait_for("c2's exit event", |t| {
+        t.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains("c2"))
+    });
+    drop(events);
     w.ctr(&["-n", "test", "tasks", "rm", "c2"]);
     assert!(task(&w, "c2").is_none());
 
