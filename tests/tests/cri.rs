@@ -2353,8 +2353,10 @@ fn cri_container_events_and_pod_stats() {
         let c_cpu = v(linux.containers[0].cpu.unwrap().usage_core_nano_seconds);
         assert!(v(cpu.usage_core_nano_seconds) >= c_cpu, "{c_cpu}");
 
-        // usage_nano_cores, the CPU rate between two samples: a container spinning on one core
-        // reads about one core; the idle one about none; the pod covers the spinner.
+        // usage_nano_cores, the CPU rate between two samples: the usage's growth over the time
+        // between them (so it does not depend on how busy the machine is); a container spinning
+        // on one core can use at most one core, the idle one about none; the pod covers the
+        // spinner.
         let busy = create(
             &mut r,
             &pod,
@@ -2364,7 +2366,7 @@ fn cri_container_events_and_pod_stats() {
         .await
         .unwrap();
         start(&mut r, &busy).await;
-        let mut rates = Vec::new();
+        let mut samples = Vec::new();
         for _ in 0..2 {
             let stats = |id: String| {
                 let mut r = r.clone();
@@ -2377,8 +2379,6 @@ fn cri_container_events_and_pod_stats() {
                         .unwrap()
                         .cpu
                         .unwrap()
-                        .usage_nano_cores
-                        .map(|v| v.value)
                 }
             };
             let (b, idle) = (stats(busy.clone()).await, stats(c.clone()).await);
@@ -2392,23 +2392,39 @@ fn cri_container_events_and_pod_stats() {
                 .stats
                 .unwrap()
                 .linux
-                .unwrap()
-                .cpu
-                .unwrap()
-                .usage_nano_cores
-                .map(|v| v.value);
-            rates.push((b, idle, p));
+                .unwrap();
+            // The pod's figures include its containers': the spinner's next rate is since this.
+            let in_pod = p
+                .containers
+                .iter()
+                .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == busy))
+                .and_then(|s| s.cpu)
+                .unwrap();
+            samples.push((b, idle, p.cpu.unwrap(), in_pod));
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert_eq!(rates[0].0, Some(0), "a first sample has no rate yet");
-        let (b, idle, p) = rates[1];
-        let (b, idle, p) = (b.unwrap(), idle.unwrap(), p.unwrap());
-        assert!(
-            (150_000_000..=1_100_000_000).contains(&b),
-            "a spinning container used {b} ns/s"
+        let rate = |c: &pb::CpuUsage| c.usage_nano_cores.map(|v| v.value);
+        assert_eq!(
+            rate(&samples[0].0),
+            Some(0),
+            "a first sample has no rate yet"
         );
+        let (b0, b1) = (&samples[0].3, &samples[1].0);
+        let used = v(b1.usage_core_nano_seconds) - v(b0.usage_core_nano_seconds);
+        let span = (b1.timestamp - b0.timestamp) as u64;
+        let b = rate(b1).unwrap();
+        assert!(span > 0 && used > 0, "{b0:?} {b1:?}");
+        let want = (used as u128 * 1_000_000_000 / span as u128) as u64;
+        assert!(
+            b.abs_diff(want) <= want / 100 + 1,
+            "rate {b} ns/s, but {used} ns used in {span} ns"
+        );
+        assert!(b <= 1_100_000_000, "a spinning container used {b} ns/s");
+        let idle = rate(&samples[1].1).unwrap();
         assert!(idle < 50_000_000, "an idle container used {idle} ns/s");
-        assert!(p >= 150_000_000, "the pod used {p} ns/s");
+        assert!(idle < b, "idle {idle} ns/s, spinning {b} ns/s");
+        let p = rate(&samples[1].2).unwrap();
+        assert!(p >= b / 2, "the pod used {p} ns/s, its spinner {b}");
         r.stop_container(pb::StopContainerRequest {
             container_id: busy.clone(),
             timeout: 0,
