@@ -412,7 +412,7 @@ fn bad_input_is_refused_cleanly() {
             vec![
                 "run".into(),
                 "-v".into(),
-                "data:/data".into(),
+                "../data:/data".into(),
                 r.clone(),
                 "true".into(),
             ],
@@ -681,4 +681,135 @@ fn interactive_exec_logs_and_friends() {
         .wharf_ok(&["system", "info"])
         .contains("Containers: 1 (running 1)"));
     w.wharf_ok(&["rm", "-f", "talker"]);
+}
+
+/// Volumes as docker makes them: a named one is made on first use, seeded from the image when
+/// empty (owner and mode kept; `nocopy` leaves it empty), shared and kept; an image's `VOLUME`
+/// and `-v /path` get an anonymous one, removed by `run --rm` and `rm -v`, left by `rm` for
+/// `volume prune`; a volume in use is never removed.
+#[test]
+fn volumes_named_anonymous_and_declared_by_the_image() {
+    wharf_tests::require_root();
+    let reg = Registry::start().unwrap();
+    let base = images::busybox().unwrap();
+    let layer = images::Layer::new(vec![
+        images::Entry::Dir {
+            path: "data".into(),
+            mode: 0o750,
+            uid: 1000,
+            gid: 1000,
+        },
+        images::owned_file("data/seed", 0o640, 1000, 1000, b"seeded\n"),
+        images::dir("cfg", 0o755),
+        images::file("cfg/app.conf", 0o644, b"conf\n"),
+    ])
+    .unwrap();
+    let img = images::Image::with_config(
+        vec![base.layers.into_iter().next().unwrap(), layer],
+        "amd64",
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"], "Volumes": {"/data": {}}}),
+    )
+    .unwrap();
+    images::push(&reg, "vols", "latest", &img).unwrap();
+    let w = Wharfd::start().unwrap();
+    let r = format!("{}/vols:latest", reg.host());
+    w.wharf_ok(&["pull", "-q", &r]);
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "--network", "none"];
+        a.extend_from_slice(args);
+        w.wharf_ok(&a)
+    };
+    let ls = || w.wharf_ok(&["volume", "ls", "-q"]);
+
+    // Named: made and seeded on first use, then shared, read-only where asked.
+    let out = run(&[
+        "--rm",
+        "-v",
+        "conf:/cfg",
+        &r,
+        "sh",
+        "-c",
+        "cat /cfg/app.conf; echo written > /cfg/new",
+    ]);
+    assert_eq!(out, "conf\n");
+    let out = run(&[
+        "--rm",
+        "-v",
+        "conf:/etc/other:ro",
+        &r,
+        "sh",
+        "-c",
+        "cat /etc/other/new /etc/other/app.conf; touch /etc/other/x 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!(out, "written\nconf\nread-only\n");
+    let out = run(&["--rm", "-v", "bare:/cfg:nocopy", &r, "ls", "-A", "/cfg"]);
+    assert_eq!(out, "", "nocopy seeded the volume");
+    // The image's /data volume of each --rm run went with its container.
+    assert_eq!(ls(), "bare\nconf\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&w.wharf_ok(&["volume", "inspect", "conf"])).unwrap();
+    let mountpoint = v[0]["Mountpoint"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&mountpoint).join("new")).unwrap(),
+        "written\n"
+    );
+
+    // Declared by the image: an anonymous volume seeded with the image's /data.
+    run(&["-d", "--name", "db", "-v", "conf:/cfg", &r, "sleep", "600"]);
+    let out = w.wharf_ok(&[
+        "exec",
+        "db",
+        "stat",
+        "-c",
+        "%u:%g %a",
+        "/data",
+        "/data/seed",
+    ]);
+    assert_eq!(out, "1000:1000 750\n1000:1000 640\n");
+    w.wharf_ok(&["exec", "db", "sh", "-c", "echo mine > /data/row"]);
+    let vols = ls();
+    let anon: Vec<&str> = vols.lines().filter(|n| n.len() == 64).collect();
+    assert_eq!(anon.len(), 1, "{vols}");
+    let anon = anon[0].to_string();
+    // In use: neither rm nor prune removes them.
+    for name in [anon.as_str(), "conf"] {
+        let o = w.wharf(&["volume", "rm", name]);
+        let (_, err) = text(&o);
+        assert!(
+            !o.status.success() && err.contains("in use by container db"),
+            "{err}"
+        );
+    }
+    // prune -a takes only the unused one.
+    assert_eq!(w.wharf_ok(&["volume", "prune", "-a"]), "bare\n");
+    assert!(ls().contains(&anon) && ls().contains("conf"));
+    // `rm` without -v leaves the anonymous volume, with its data, for prune.
+    w.wharf_ok(&["rm", "-f", "db"]);
+    assert!(ls().contains(&anon));
+    assert_eq!(w.wharf_ok(&["volume", "prune"]).trim(), anon);
+    assert_eq!(ls(), "conf\n");
+    // `rm -v` takes them with the container; `-v /path` is anonymous too.
+    run(&["-d", "--name", "db2", "-v", "/scratch", &r, "sleep", "600"]);
+    assert_eq!(ls().lines().filter(|n| n.len() == 64).count(), 2);
+    w.wharf_ok(&["rm", "-f", "-v", "db2"]);
+    assert_eq!(ls(), "conf\n");
+
+    // Bad input: one clear line, nothing made.
+    let o = w.wharf(&["run", "--network", "none", "-v", "../x:/x", &r, "true"]);
+    assert_eq!(o.status.code(), Some(125), "{:?}", text(&o));
+    let o = w.wharf(&["volume", "create", "../x"]);
+    assert!(!o.status.success());
+    let o = w.wharf(&["volume", "rm", "nosuch"]);
+    assert!(
+        text(&o).1.contains("no such volume: nosuch"),
+        "{:?}",
+        text(&o)
+    );
+    w.wharf_ok(&["volume", "rm", "-f", "nosuch"]);
+    assert_eq!(w.wharf_ok(&["volume", "create", "made"]), "made\n");
+    assert_eq!(ls(), "conf\nmade\n");
+    // prune -a: every unused one.
+    w.wharf_ok(&["volume", "prune", "-a"]);
+    assert_eq!(ls(), "");
+    assert!(!std::path::Path::new(&mountpoint).exists());
 }

@@ -32,3 +32,10 @@ pub const RESTART_COUNT: &str = "io.wharf.restart-count";
 /// `true`: wharfd deletes the container (task, record, snapshot) when its task exits, for
 /// `wharf run -d --rm`.
 pub const AUTO_REMOVE: &str = "io.wharf.auto-remove";
+
+/// The `wharf` CLI's volumes a container mounts, JSON list of names (named and anonymous):
+/// a volume in use cannot be removed.
+pub const VOLUMES: &str = "io.wharf.volumes";
+/// Those of them made for this container alone (`-v /path`, an image's `VOLUME`), removed with
+/// it by `wharf rm -v` and `wharf run --rm`.
+pub const ANONYMOUS_VOLUMES: &str = "io.wharf.anonymous-volumes";

@@ -19,5 +19,6 @@ pub mod metadata;
 pub mod mount;
 pub mod snapshots;
 pub mod spec;
+pub mod volume;
 
 pub use error::{Error, Result};

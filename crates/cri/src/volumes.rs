@@ -4,20 +4,18 @@
 //! it stays writable on a read-only rootfs), seeded at CreateContainer with what the image holds
 //! at that path (owners, modes, links and xattrs kept) and removed with the container.
 //!
-//! The seed is copied from the container's freshly prepared snapshot, mounted read-only, with
-//! the volume path resolved inside that rootfs (`openat2(RESOLVE_IN_ROOT)`): an image whose
-//! volume path is a symlink to `/etc` is seeded from its own `/etc`, never the host's. A seed is
-//! copied to a temporary name and renamed into place, so a volume is either whole or missing
-//! (a crash mid-copy leaves no half-seeded volume for StartContainer to mount).
+//! The seed is copied from the container's freshly prepared snapshot, mounted read-only, by
+//! `wharf_core::volume::seed` (the path resolved inside that rootfs; a copy renamed into place,
+//! so a crash mid-copy leaves no half-seeded volume for StartContainer to mount).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use wharf_api::cri as pb;
-use wharf_core::diff::safepath::{self, Root};
+use wharf_core::diff::safepath::Root;
 use wharf_core::digest::Digest;
 use wharf_core::images::ImageConfig;
 use wharf_core::snapshots::Mount;
+use wharf_core::volume::clean;
 
 use crate::{Error, Result};
 
@@ -35,51 +33,20 @@ pub fn container_dir(root: &Path, id: &str) -> PathBuf {
     root.join("cri").join("containers").join(id)
 }
 
-/// `path` made absolute and lexically clean (`..` stops at the root), as a mount destination.
-fn clean(path: &str) -> String {
-    let parts = safepath::clean(path.as_bytes());
-    format!("/{}", String::from_utf8_lossy(&parts.join(&b'/')))
-}
-
 /// The image's volumes that no CRI mount covers, in path order, each with its directory under
 /// `dir` (the container's, see [`container_dir`]). A malformed `Volumes` is refused.
 pub fn plan(image: &ImageConfig, mounts: &[pb::Mount], dir: &Path) -> Result<Vec<Volume>> {
-    let Some(volumes) = image.config.as_ref().and_then(|c| c.get("Volumes")) else {
-        return Ok(Vec::new());
-    };
-    let paths: Vec<&String> = match volumes {
-        serde_json::Value::Null => return Ok(Vec::new()),
-        serde_json::Value::Object(m) => m.keys().collect(),
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "malformed image config: Volumes must be an object, not {other}"
-            )))
-        }
-    };
     let covered: Vec<String> = mounts.iter().map(|m| clean(&m.container_path)).collect();
-    let mut out: Vec<Volume> = Vec::new();
-    for p in paths {
-        if p.contains('\0') {
-            return Err(Error::InvalidArgument(format!(
-                "malformed image config: volume path {p:?}"
-            )));
-        }
-        let dest = clean(p);
-        if dest == "/" {
-            return Err(Error::InvalidArgument(
-                "image declares the root directory as a volume".into(),
-            ));
-        }
-        if covered.contains(&dest) || out.iter().any(|v| v.dest == dest) {
-            continue;
-        }
-        let digest = Digest::of(dest.as_bytes());
-        out.push(Volume {
-            host: dir.join("volumes").join(&digest.hex()[..16]),
+    let out = wharf_core::volume::image_paths(image)?
+        .into_iter()
+        .filter(|dest| !covered.contains(dest))
+        .map(|dest| Volume {
+            host: dir
+                .join("volumes")
+                .join(&Digest::of(dest.as_bytes()).hex()[..16]),
             dest,
-        });
-    }
-    out.sort_by(|a, b| a.dest.cmp(&b.dest));
+        })
+        .collect();
     Ok(out)
 }
 
@@ -106,66 +73,8 @@ fn seed_one(root: &Root, v: &Volume) -> Result<()> {
     if v.host.exists() {
         return Ok(());
     }
-    let parent = v.host.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent)
-        .map_err(|e| Error::Internal(format!("create {}: {e}", parent.display())))?;
-    let comps = safepath::clean(v.dest.as_bytes());
-    let src = match root.openat2(&comps.join(&b'/'), libc::O_PATH) {
-        Ok(fd) => Some(fd),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
-        Err(e) => {
-            return Err(Error::Internal(format!(
-                "image volume {}: open it in the rootfs: {e}",
-                v.dest
-            )))
-        }
-    };
-    let Some(src) = src else {
-        // Nothing in the image there: an empty directory, as containerd makes it.
-        return std::fs::create_dir(&v.host)
-            .map_err(|e| Error::Internal(format!("create {}: {e}", v.host.display())));
-    };
-    let fd_path = PathBuf::from(format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        std::os::fd::AsRawFd::as_raw_fd(&src)
-    ));
-    let meta = std::fs::metadata(&fd_path)
-        .map_err(|e| Error::Internal(format!("image volume {}: stat: {e}", v.dest)))?;
-    if !meta.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "image volume {}: the image has a non-directory at that path",
-            v.dest
-        )));
-    }
-    let name = v
-        .host
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = parent.join(format!(".{name}.partial"));
-    let _ = std::fs::remove_dir_all(&partial);
-    // `cp -a src/. new` makes `new` a copy of the directory itself (owner and mode included) and
-    // of everything in it; symlinks are copied as links, never followed.
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg("--")
-        .arg(fd_path.join("."))
-        .arg(&partial)
-        .output()
-        .map_err(|e| Error::Internal(format!("run cp -a: {e}")))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(Error::Internal(format!(
-            "image volume {}: copy the image's content: {}",
-            v.dest,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    std::fs::rename(&partial, &v.host).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&partial);
-        Error::Internal(format!("rename {} into place: {e}", partial.display()))
-    })
+    wharf_core::volume::seed(root, &v.dest, &v.host)?;
+    Ok(())
 }
 
 /// Removes a container's directory and its volumes (gone already is fine).
@@ -236,19 +145,11 @@ mod tests {
             .is_empty());
         assert!(matches!(
             plan(&image(serde_json::json!(["/data"])), &[], dir),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Core(wharf_core::Error::InvalidArgument(_)))
         ));
         assert!(matches!(
             plan(&image(serde_json::json!({"/../": {}})), &[], dir),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Core(wharf_core::Error::InvalidArgument(_)))
         ));
-    }
-
-    #[test]
-    fn clean_paths() {
-        assert_eq!(clean("/a/b/"), "/a/b");
-        assert_eq!(clean("a/./b"), "/a/b");
-        assert_eq!(clean("/../../etc"), "/etc");
-        assert_eq!(clean("/a/../../b"), "/b");
     }
 }

@@ -214,7 +214,15 @@ pub async fn start(c: &Client, id: &str) -> Result<()> {
 }
 
 /// Removes a container: its task (killed with -f), record, snapshot and CLI data.
-pub async fn remove(c: &Client, id: &str, force: bool, data_root: &std::path::Path) -> Result<()> {
+/// Removes a container (its task, record, snapshot and logs); with `volumes`, its anonymous
+/// volumes too.
+pub async fn remove(
+    c: &Client,
+    id: &str,
+    force: bool,
+    volumes: bool,
+    data_root: &std::path::Path,
+) -> Result<()> {
     let ctr = get(c, id).await?;
     let t = task(c, id).await?;
     if running(&t) {
@@ -249,6 +257,9 @@ pub async fn remove(c: &Client, id: &str, force: bool, data_root: &std::path::Pa
     let dir = crate::run::data_dir(data_root, &c.ns, id);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    }
+    if volumes {
+        crate::volumes::remove_anonymous(c, data_root, &ctr.labels).await?;
     }
     Ok(())
 }

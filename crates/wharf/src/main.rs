@@ -17,6 +17,7 @@ mod stats;
 mod stream;
 mod system;
 mod table;
+mod volumes;
 
 use std::path::PathBuf;
 
@@ -152,6 +153,9 @@ enum Command {
         /// Kill running containers first.
         #[arg(short, long)]
         force: bool,
+        /// Remove the containers' anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -206,6 +210,9 @@ enum Command {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Namespaces.
     #[command(subcommand, alias = "ns")]
     Namespace(NamespaceCmd),
@@ -229,6 +236,44 @@ enum NamespaceCmd {
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Make a volume (a random name without NAME); an existing one is fine.
+    Create {
+        name: Option<String>,
+        /// KEY=VALUE
+        #[arg(long)]
+        label: Vec<String>,
+    },
+    #[command(alias = "list")]
+    Ls {
+        /// Names only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// table, json or a template like '{{.Name}}'.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes that no container uses.
+    #[command(alias = "remove")]
+    Rm {
+        /// A missing volume is no error.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unused anonymous volumes (with -a, every unused volume).
+    Prune {
+        #[arg(short, long)]
+        all: bool,
     },
 }
 
@@ -337,11 +382,12 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Rm {
             force,
+            volumes,
             containers: ids,
         } => {
             let mut failed = false;
             for id in ids {
-                match containers::remove(&c, &id, force, root).await {
+                match containers::remove(&c, &id, force, volumes, root).await {
                     Ok(()) => println!("{id}"),
                     Err(e) => {
                         eprintln!("wharf: {e:#}");
@@ -392,6 +438,17 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             containers: ids,
         } => stats::stats(&c, ids, no_stream).await?,
         Command::Events { filter, format } => system::events(&c, filter, format.as_deref()).await?,
+        Command::Volume(VolumeCmd::Create { name, label }) => {
+            volumes::create(&c, root, name.as_deref(), &label).await?
+        }
+        Command::Volume(VolumeCmd::Ls { quiet, format }) => {
+            volumes::ls(&c, root, quiet, format.as_deref()).await?
+        }
+        Command::Volume(VolumeCmd::Inspect { names }) => volumes::inspect(&c, root, &names).await?,
+        Command::Volume(VolumeCmd::Rm { force, names }) => {
+            volumes::rm(&c, root, &names, force).await?
+        }
+        Command::Volume(VolumeCmd::Prune { all }) => volumes::prune(&c, root, all).await?,
         Command::Namespace(NamespaceCmd::Ls) => system::namespaces_ls(&c).await?,
         Command::Namespace(NamespaceCmd::Create { name }) => {
             system::namespaces_create(&c, &name).await?

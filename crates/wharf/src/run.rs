@@ -11,7 +11,7 @@ use wharf_core::labels;
 use wharf_core::spec::{self, SpecOptions};
 
 use crate::client::{Client, Explain};
-use crate::{attach, containers, images, logs};
+use crate::{attach, containers, images, logs, volumes};
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
@@ -34,10 +34,11 @@ pub struct RunArgs {
     pub env: Vec<String>,
     #[arg(long)]
     pub env_file: Vec<PathBuf>,
-    /// Bind mount HOST:CONTAINER[:ro|rw].
+    /// HOST:CONTAINER[:ro|rw] (a bind mount), NAME:CONTAINER[:ro|rw|nocopy] (a named volume,
+    /// made on first use) or CONTAINER (an anonymous volume).
     #[arg(short, long = "volume")]
     pub volume: Vec<String>,
-    /// type=bind|tmpfs,source=…,target=…[,readonly].
+    /// type=bind|volume|tmpfs,source=…,target=…[,readonly][,volume-nocopy].
     #[arg(long)]
     pub mount: Vec<String>,
     #[arg(short, long)]
@@ -176,26 +177,66 @@ pub fn parse_port(s: &str) -> Result<Port> {
     })
 }
 
-/// `-v HOST:CONTAINER[:ro|rw]` as an OCI bind mount.
-pub fn parse_volume(s: &str) -> Result<oci_spec::runtime::Mount> {
+/// What a `-v` or `--mount` asks for.
+#[derive(Debug)]
+pub enum MountArg {
+    /// A bind mount or a tmpfs, as it goes into the spec.
+    Spec(oci_spec::runtime::Mount),
+    /// A volume: named, or anonymous (`name` None), made when the container is.
+    Volume(VolumeMount),
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeMount {
+    pub name: Option<String>,
+    pub dest: String,
+    pub ro: bool,
+    /// Do not seed a new (empty) volume with what the image holds at `dest`.
+    pub nocopy: bool,
+}
+
+/// `-v HOST:CONTAINER[:OPTS]`, `-v NAME:CONTAINER[:OPTS]` or `-v CONTAINER`.
+pub fn parse_volume(s: &str) -> Result<MountArg> {
     let parts: Vec<&str> = s.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, "rw"),
-        [s, d, m] => (*s, *d, *m),
-        _ => bail!("invalid -v {s:?}: want HOST:CONTAINER[:ro]"),
+    let (src, dst, opts) = match parts.as_slice() {
+        [d] => (None, *d, ""),
+        [s, d] => (Some(*s), *d, ""),
+        [s, d, m] => (Some(*s), *d, *m),
+        _ => bail!("invalid -v {s:?}: want HOST:CONTAINER[:ro], NAME:CONTAINER[:ro] or CONTAINER"),
     };
-    if !src.starts_with('/') {
-        bail!("invalid -v {s:?}: the host path must be absolute (named volumes are not supported)");
-    }
     if !dst.starts_with('/') {
         bail!("invalid -v {s:?}: the container path must be absolute");
     }
-    let ro = match mode {
-        "ro" => true,
-        "rw" => false,
-        m => bail!("invalid -v {s:?}: mode {m:?} is not ro or rw"),
-    };
-    bind(src, dst, ro)
+    let (mut ro, mut nocopy) = (false, false);
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => ro = true,
+            "rw" => ro = false,
+            "nocopy" => nocopy = true,
+            m => bail!("invalid -v {s:?}: option {m:?} is not ro, rw or nocopy"),
+        }
+    }
+    match src {
+        Some(src) if src.starts_with('/') => {
+            if nocopy {
+                bail!("invalid -v {s:?}: nocopy is for volumes, not host paths");
+            }
+            Ok(MountArg::Spec(bind(src, dst, ro)?))
+        }
+        Some(name) if crate::volumes::valid_name(name) => Ok(MountArg::Volume(VolumeMount {
+            name: Some(name.to_string()),
+            dest: dst.to_string(),
+            ro,
+            nocopy,
+        })),
+        Some(_) => bail!("invalid -v {s:?}: {src:?} is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)", src = src.unwrap_or_default()),
+        None => Ok(MountArg::Volume(VolumeMount {
+            name: None,
+            dest: dst.to_string(),
+            ro,
+            nocopy,
+        })),
+    }
 }
 
 fn bind(src: &str, dst: &str, ro: bool) -> Result<oci_spec::runtime::Mount> {
@@ -209,47 +250,65 @@ fn bind(src: &str, dst: &str, ro: bool) -> Result<oci_spec::runtime::Mount> {
         .build()?)
 }
 
-/// `--mount type=bind|tmpfs,source=…,target=…[,readonly]`.
-pub fn parse_mount(s: &str) -> Result<oci_spec::runtime::Mount> {
+/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,volume-nocopy]`.
+pub fn parse_mount(s: &str) -> Result<MountArg> {
     let mut kind = "bind";
-    let (mut src, mut dst, mut ro) = (None, None, false);
+    let (mut src, mut dst, mut ro, mut nocopy) = (None, None, false, false);
+    let flag = |v: &str| v.is_empty() || v == "true" || v == "1";
     for kv in s.split(',') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match k {
             "type" => {
-                kind = if v == "tmpfs" {
-                    "tmpfs"
-                } else if v == "bind" {
-                    "bind"
-                } else {
-                    bail!("--mount {s:?}: type {v:?} is not bind or tmpfs")
+                kind = match v {
+                    "tmpfs" => "tmpfs",
+                    "bind" => "bind",
+                    "volume" => "volume",
+                    _ => bail!("--mount {s:?}: type {v:?} is not bind, volume or tmpfs"),
                 }
             }
             "source" | "src" => src = Some(v),
             "target" | "destination" | "dst" => dst = Some(v),
-            "readonly" | "ro" => ro = v.is_empty() || v == "true" || v == "1",
+            "readonly" | "ro" => ro = flag(v),
+            "volume-nocopy" => nocopy = flag(v),
             _ => bail!("--mount {s:?}: unknown option {k:?}"),
         }
     }
     let dst = dst
         .filter(|d| d.starts_with('/'))
         .with_context(|| format!("--mount {s:?}: target must be an absolute path"))?;
+    if kind == "volume" {
+        let name = src.filter(|n| !n.is_empty());
+        if let Some(n) = name.filter(|n| !crate::volumes::valid_name(n)) {
+            bail!("--mount {s:?}: invalid volume name {n:?}");
+        }
+        return Ok(MountArg::Volume(VolumeMount {
+            name: name.map(str::to_string),
+            dest: dst.to_string(),
+            ro,
+            nocopy,
+        }));
+    }
+    if nocopy {
+        bail!("--mount {s:?}: volume-nocopy is for type=volume");
+    }
     if kind == "tmpfs" {
         let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
         if ro {
             opts.push("ro".into());
         }
-        return Ok(oci_spec::runtime::MountBuilder::default()
-            .destination(dst)
-            .source("tmpfs")
-            .typ("tmpfs")
-            .options(opts)
-            .build()?);
+        return Ok(MountArg::Spec(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(dst)
+                .source("tmpfs")
+                .typ("tmpfs")
+                .options(opts)
+                .build()?,
+        ));
     }
     let src = src
         .filter(|s| s.starts_with('/'))
         .with_context(|| format!("--mount {s:?}: source must be an absolute host path"))?;
-    bind(src, dst, ro)
+    Ok(MountArg::Spec(bind(src, dst, ro)?))
 }
 
 /// `--restart` values, checked before anything is created.
@@ -325,6 +384,8 @@ struct Plan {
     id: String,
     opts: SpecOptions,
     labels: HashMap<String, String>,
+    /// Volumes to make (or find) and mount when the container is created.
+    volumes: Vec<VolumeMount>,
 }
 
 fn plan(a: &RunArgs) -> Result<Plan> {
@@ -341,17 +402,14 @@ fn plan(a: &RunArgs) -> Result<Plan> {
         .iter()
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
-    let mut mounts = a
-        .volume
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<Vec<_>>>()?;
-    mounts.extend(
-        a.mount
-            .iter()
-            .map(|m| parse_mount(m))
-            .collect::<Result<Vec<_>>>()?,
-    );
+    let (mut mounts, mut volumes) = (Vec::new(), Vec::new());
+    let args = a.volume.iter().map(|v| parse_volume(v));
+    for m in args.chain(a.mount.iter().map(|m| parse_mount(m))) {
+        match m? {
+            MountArg::Spec(m) => mounts.push(m),
+            MountArg::Volume(v) => volumes.push(v),
+        }
+    }
     let restart = parse_restart(&a.restart)?;
     if restart.is_some() && a.rm {
         bail!("--restart and --rm cannot be used together");
@@ -465,7 +523,12 @@ fn plan(a: &RunArgs) -> Result<Plan> {
         // The desired state becomes `running` once the container is started.
         labels.insert(labels::RESTART_POLICY.into(), r);
     }
-    Ok(Plan { id, opts, labels })
+    Ok(Plan {
+        id,
+        opts,
+        labels,
+        volumes,
+    })
 }
 
 /// Checks the flags alone (no daemon needed).
@@ -479,11 +542,18 @@ struct Undo<'a> {
     snapshot: Option<(String, String)>,
     container: Option<String>,
     lease: Option<String>,
+    /// Anonymous volumes made for the container.
+    volumes: Vec<String>,
+    data_root: &'a Path,
 }
 
 impl Undo<'_> {
     async fn run(self) {
         let c = self.c;
+        let store = volumes::Store::new(self.data_root, &c.ns);
+        for v in &self.volumes {
+            let _ = store.remove(v);
+        }
         if let Some(id) = self.container {
             let _ = c
                 .containers()
@@ -525,6 +595,8 @@ pub async fn create(c: &Client, a: &RunArgs, data_root: &Path) -> Result<String>
         snapshot: None,
         container: None,
         lease: None,
+        volumes: Vec::new(),
+        data_root,
     };
     let result = async {
         let lease = c
@@ -565,9 +637,11 @@ pub async fn create(c: &Client, a: &RunArgs, data_root: &Path) -> Result<String>
                     options: m.options.clone(),
                 })
                 .collect();
-            let tmp = if needs_rootfs {
+            let wanted = volumes_for(&p, &resolved.config)?;
+            let tmp = if needs_rootfs || wanted.iter().any(|v| !v.nocopy) {
                 let mut ro = core_mounts.clone();
                 for m in &mut ro {
+                    m.options.retain(|o| o != "rw");
                     m.options.push("ro".into());
                 }
                 Some(wharf_core::mount::TempMount::new(
@@ -577,6 +651,40 @@ pub async fn create(c: &Client, a: &RunArgs, data_root: &Path) -> Result<String>
             } else {
                 None
             };
+            let store = volumes::Store::new(data_root, &c.ns);
+            let (mut names, mut anonymous) = (Vec::new(), Vec::new());
+            for v in &wanted {
+                let name = match &v.name {
+                    Some(n) => n.clone(),
+                    None => volumes::anonymous_name(),
+                };
+                let (vol, _) = store.create(&name, Default::default(), v.name.is_none())?;
+                if v.name.is_none() {
+                    undo.volumes.push(name.clone());
+                    anonymous.push(name.clone());
+                }
+                if let (false, Some(t)) = (v.nocopy, &tmp) {
+                    // Docker's copy-up: an empty volume gets what the image holds there.
+                    let root = wharf_core::diff::safepath::Root::open(t.path())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    wharf_core::volume::seed(&root, &v.dest, &vol.mountpoint)
+                        .map_err(|e| anyhow::anyhow!("volume {name}: {e}"))?;
+                }
+                p.opts
+                    .mounts
+                    .push(bind(&vol.mountpoint.display().to_string(), &v.dest, v.ro)?);
+                names.push(name);
+            }
+            if !names.is_empty() {
+                p.labels
+                    .insert(labels::VOLUMES.into(), serde_json::to_string(&names)?);
+            }
+            if !anonymous.is_empty() {
+                p.labels.insert(
+                    labels::ANONYMOUS_VOLUMES.into(),
+                    serde_json::to_string(&anonymous)?,
+                );
+            }
             spec::generate(&resolved.config, tmp.as_ref().map(|t| t.path()), &p.opts)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
         };
@@ -637,6 +745,31 @@ pub async fn create(c: &Client, a: &RunArgs, data_root: &Path) -> Result<String>
             .await;
     }
     Ok(p.id)
+}
+
+/// The volumes the container gets: those of `-v`/`--mount`, and an anonymous one for each
+/// path the image declares a volume that no mount covers (as docker makes them).
+fn volumes_for(p: &Plan, image: &wharf_core::images::ImageConfig) -> Result<Vec<VolumeMount>> {
+    let mut wanted = p.volumes.clone();
+    let mut covered: Vec<String> = p
+        .opts
+        .mounts
+        .iter()
+        .map(|m| wharf_core::volume::clean(&m.destination().display().to_string()))
+        .collect();
+    covered.extend(wanted.iter().map(|v| wharf_core::volume::clean(&v.dest)));
+    let declared = wharf_core::volume::image_paths(image).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for dest in declared {
+        if !covered.contains(&dest) {
+            wanted.push(VolumeMount {
+                name: None,
+                dest,
+                ro: false,
+                nocopy: false,
+            });
+        }
+    }
+    Ok(wanted)
 }
 
 /// Does resolving the user need the image's /etc/passwd?
@@ -703,7 +836,7 @@ pub async fn run(c: &Client, a: &RunArgs, data_root: &Path) -> Result<u8> {
         .explain(c, "");
     if let Err(e) = created {
         let code = start_failure_code(&e.to_string());
-        let _ = containers::remove(c, &id, true, data_root).await;
+        let _ = containers::remove(c, &id, true, true, data_root).await;
         return Err(ExitCode(code, format!("{e:#}")).into());
     }
     let copier = match io.as_mut() {
@@ -726,7 +859,7 @@ pub async fn run(c: &Client, a: &RunArgs, data_root: &Path) -> Result<u8> {
         .explain(c, "");
     if let Err(e) = started {
         let code = start_failure_code(&e.to_string());
-        let _ = containers::remove(c, &id, true, data_root).await;
+        let _ = containers::remove(c, &id, true, true, data_root).await;
         return Err(ExitCode(code, format!("{e:#}")).into());
     }
     if ctr.labels.contains_key(labels::RESTART_POLICY) {
@@ -758,7 +891,7 @@ pub async fn run(c: &Client, a: &RunArgs, data_root: &Path) -> Result<u8> {
         Err(e) => return Err(c.explain(e, "")),
     };
     if a.rm {
-        containers::remove(c, &id, true, data_root).await?;
+        containers::remove(c, &id, true, true, data_root).await?;
     } else {
         containers::delete_task(c, &id).await?;
     }
@@ -809,10 +942,34 @@ mod tests {
         for bad in ["8080", "a:b", "1:2/sctp", "0:80", "x.y:1:2", "70000:80"] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
-        assert!(parse_volume("data:/data").is_err());
         assert!(parse_volume("/data:rel").is_err());
-        let m = parse_volume("/srv:/data:ro").unwrap();
+        assert!(parse_volume("rel").is_err());
+        assert!(parse_volume("-bad:/data").is_err());
+        assert!(parse_volume("/srv:/data:nocopy").is_err());
+        assert!(parse_volume("data:/data:sometimes").is_err());
+        assert!(parse_volume("a:b:c:d").is_err());
+        let MountArg::Spec(m) = parse_volume("/srv:/data:ro").unwrap() else {
+            panic!("a host path is a bind mount")
+        };
         assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+        let MountArg::Volume(v) = parse_volume("data:/data:ro,nocopy").unwrap() else {
+            panic!("a name is a volume")
+        };
+        assert_eq!(
+            (v.name.as_deref(), v.dest.as_str(), v.ro, v.nocopy),
+            (Some("data"), "/data", true, true)
+        );
+        let MountArg::Volume(v) = parse_volume("/cache").unwrap() else {
+            panic!("a lone path is an anonymous volume")
+        };
+        assert_eq!((v.name, v.dest.as_str(), v.ro), (None, "/cache", false));
+        let MountArg::Volume(v) = parse_mount("type=volume,src=db,dst=/db,volume-nocopy").unwrap()
+        else {
+            panic!("type=volume is a volume")
+        };
+        assert_eq!((v.name.as_deref(), v.nocopy), (Some("db"), true));
+        assert!(parse_mount("type=volume,src=../x,dst=/db").is_err());
+        assert!(parse_mount("type=bind,src=/x,dst=/db,volume-nocopy").is_err());
         assert!(parse_restart("on-failure:3").unwrap().is_some());
         assert!(parse_restart("sometimes").is_err());
         assert_eq!(

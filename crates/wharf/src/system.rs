@@ -146,7 +146,7 @@ pub async fn prune(c: &Client, all_images: bool, data_root: &std::path::Path) ->
             kept_images.insert(ctr.image.clone());
             continue;
         }
-        crate::containers::remove(c, &ctr.id, false, data_root).await?;
+        crate::containers::remove(c, &ctr.id, false, false, data_root).await?;
         println!("Deleted container: {}", ctr.id);
     }
     // Logs of containers removed without the CLI (auto-removed by wharfd, or by another client).
