@@ -353,6 +353,36 @@ pub fn busybox() -> Result<Image> {
     Image::new(vec![Layer::new(e)?], "amd64", &["sh"])
 }
 
+/// busybox and a layer with `/data` (uid 1000, 0750) holding `seed` (uid 1000, 0640), plus
+/// `extra`, declaring `volumes` (a Dockerfile's `VOLUME`): for the volume tests.
+pub fn with_volumes(extra: Vec<Entry>, volumes: &[&str]) -> Result<Image> {
+    let base = busybox()?;
+    let mut entries = vec![
+        Entry::Dir {
+            path: "data".into(),
+            mode: 0o750,
+            uid: 1000,
+            gid: 1000,
+        },
+        owned_file("data/seed", 0o640, 1000, 1000, b"seeded\n"),
+    ];
+    entries.extend(extra);
+    let volumes: serde_json::Map<String, serde_json::Value> = volumes
+        .iter()
+        .map(|v| (v.to_string(), serde_json::json!({})))
+        .collect();
+    let base_layer = base
+        .layers
+        .into_iter()
+        .next()
+        .context("busybox has a layer")?;
+    Image::with_config(
+        vec![base_layer, Layer::new(entries)?],
+        "amd64",
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"], "Volumes": volumes}),
+    )
+}
+
 /// Layers of the multi-layer image: whiteouts of a file and of a directory, an opaque directory,
 /// a hard link, relative and absolute symlinks, setuid/setgid files, uid 1000 files, an empty dir,
 /// a file overwritten in a later layer.

@@ -691,25 +691,11 @@ fn interactive_exec_logs_and_friends() {
 fn volumes_named_anonymous_and_declared_by_the_image() {
     wharf_tests::require_root();
     let reg = Registry::start().unwrap();
-    let base = images::busybox().unwrap();
-    let layer = images::Layer::new(vec![
-        images::Entry::Dir {
-            path: "data".into(),
-            mode: 0o750,
-            uid: 1000,
-            gid: 1000,
-        },
-        images::owned_file("data/seed", 0o640, 1000, 1000, b"seeded\n"),
+    let extra = vec![
         images::dir("cfg", 0o755),
         images::file("cfg/app.conf", 0o644, b"conf\n"),
-    ])
-    .unwrap();
-    let img = images::Image::with_config(
-        vec![base.layers.into_iter().next().unwrap(), layer],
-        "amd64",
-        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"], "Volumes": {"/data": {}}}),
-    )
-    .unwrap();
+    ];
+    let img = images::with_volumes(extra, &["/data"]).unwrap();
     images::push(&reg, "vols", "latest", &img).unwrap();
     let w = Wharfd::start().unwrap();
     let r = format!("{}/vols:latest", reg.host());

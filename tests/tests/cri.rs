@@ -1617,34 +1617,12 @@ fn cri_pod_containers_share_one_shim() {
 /// busybox and a layer for volumes: `/data` (uid 1000, 0750) with a file and a symlink,
 /// `/sneaky` -> `/etc` (absolute: resolved in the rootfs, it is the image's /etc).
 fn volume_image(volumes: &[&str]) -> images::Image {
-    let base = images::busybox().unwrap();
-    let layer = images::Layer::new(vec![
-        images::Entry::Dir {
-            path: "data".into(),
-            mode: 0o750,
-            uid: 1000,
-            gid: 1000,
-        },
-        images::owned_file("data/seed", 0o640, 1000, 1000, b"seeded\n"),
+    let extra = vec![
         images::symlink("data/link", "/etc/passwd"),
         images::symlink("sneaky", "/etc"),
         images::file("notadir", 0o644, b"a file\n"),
-    ])
-    .unwrap();
-    let volumes: serde_json::Map<String, serde_json::Value> = volumes
-        .iter()
-        .map(|v| (v.to_string(), serde_json::json!({})))
-        .collect();
-    images::Image::with_config(
-        vec![base.layers.into_iter().next().unwrap(), layer],
-        "amd64",
-        serde_json::json!({
-            "Env": ["PATH=/bin"],
-            "Cmd": ["sh"],
-            "Volumes": volumes,
-        }),
-    )
-    .unwrap()
+    ];
+    images::with_volumes(extra, volumes).unwrap()
 }
 
 /// Image-declared volumes, as containerd's CRI makes them: a directory of the container's own
