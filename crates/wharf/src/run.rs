@@ -229,7 +229,7 @@ pub fn parse_volume(s: &str) -> Result<MountArg> {
             ro,
             nocopy,
         })),
-        Some(_) => bail!("invalid -v {s:?}: {src:?} is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)", src = src.unwrap_or_default()),
+        Some(other) => bail!("invalid -v {s:?}: {other:?} is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"),
         None => Ok(MountArg::Volume(VolumeMount {
             name: None,
             dest: dst.to_string(),
