@@ -774,6 +774,27 @@ fn volumes_named_anonymous_and_declared_by_the_image() {
     assert!(ls().contains(&anon));
     assert_eq!(w.wharf_ok(&["volume", "prune"]).trim(), anon);
     assert_eq!(ls(), "conf\n");
+    // What a crash left while making or removing a volume goes with the next prune, once old.
+    let vdir = w.cli_root().join("_volumes/default");
+    for d in [".new-crash", ".new-fresh"] {
+        std::fs::create_dir(vdir.join(d)).unwrap();
+    }
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(vdir.join(".new-crash"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    w.wharf_ok(&["volume", "prune"]);
+    assert!(!vdir.join(".new-crash").exists() && vdir.join(".new-fresh").exists());
+    std::fs::remove_dir(vdir.join(".new-fresh")).unwrap();
+    // `system df` counts them.
+    let df = w.wharf_ok(&["system", "df"]);
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Volumes") && l.split_whitespace().nth(1) == Some("1")),
+        "{df}"
+    );
     // `rm -v` takes them with the container; `-v /path` is anonymous too.
     run(&["-d", "--name", "db2", "-v", "/scratch", &r, "sleep", "600"]);
     assert_eq!(ls().lines().filter(|n| n.len() == 64).count(), 2);

@@ -455,7 +455,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Namespace(NamespaceCmd::Rm { names }) => system::namespaces_rm(&c, &names).await?,
         Command::System(SystemCmd::Info) => system::info(&c).await?,
-        Command::System(SystemCmd::Df) => system::df(&c).await?,
+        Command::System(SystemCmd::Df) => system::df(&c, root).await?,
         Command::System(SystemCmd::Prune { all }) => system::prune(&c, all, root).await?,
         Command::System(SystemCmd::Check { deep, repair }) => {
             return check::check(&c, deep, repair).await

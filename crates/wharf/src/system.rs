@@ -82,7 +82,7 @@ pub async fn info(c: &Client) -> Result<()> {
 }
 
 /// Disk usage: images (content), containers (writable snapshots).
-pub async fn df(c: &Client) -> Result<()> {
+pub async fn df(c: &Client, data_root: &std::path::Path) -> Result<()> {
     let content = c
         .content()
         .list(c.req(pb::ListContentRequest { filters: vec![] }))
@@ -126,6 +126,14 @@ pub async fn df(c: &Client) -> Result<()> {
         "Containers (writable layers)".into(),
         containers.len().to_string(),
         human_size(writable.max(0) as u64),
+    ]);
+    let store = crate::volumes::Store::new(data_root, &c.ns);
+    let vols = store.list()?;
+    let size: u64 = vols.iter().map(|v| store.size(v)).sum();
+    t.row(vec![
+        "Volumes".into(),
+        vols.len().to_string(),
+        human_size(size),
     ]);
     print!("{}", t.render());
     Ok(())

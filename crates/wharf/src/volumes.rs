@@ -1,5 +1,6 @@
 //! Volumes, as docker and nerdctl keep them: directories under the CLI's data root
-//! (`<data-root>/volumes/<namespace>/<name>/_data`) that `run -v NAME:/path` mounts, made on
+//! (`<data-root>/_volumes/<namespace>/<name>/_data`; `_` starts no namespace name, so this
+//! never meets a namespace's log directory) that `run -v NAME:/path` mounts, made on
 //! first use and seeded with what the image holds at that path. `-v /path` and an image's
 //! `VOLUME` get an anonymous volume of their own, removed with the container by `rm -v` and
 //! `run --rm`. A volume a container uses (its `io.wharf.volumes` label) is never removed.
@@ -57,7 +58,7 @@ pub fn valid_name(name: &str) -> bool {
 impl Store {
     pub fn new(data_root: &Path, ns: &str) -> Store {
         Store {
-            dir: data_root.join("volumes").join(ns),
+            dir: data_root.join("_volumes").join(ns),
         }
     }
 
@@ -155,6 +156,44 @@ impl Store {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Total size in bytes of the files in a volume (links not followed).
+    pub fn size(&self, v: &Volume) -> u64 {
+        let mut total = 0;
+        let mut dirs = vec![v.mountpoint.clone()];
+        while let Some(d) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => dirs.push(e.path()),
+                    Ok(m) => total += m.len(),
+                    Err(_) => {}
+                }
+            }
+        }
+        total
+    }
+
+    /// Removes what a crash left of a volume being made or removed (`.new-*`, `.rm-*`), once
+    /// it is old enough that no run is still at it.
+    fn remove_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < old);
+            if (name.starts_with(".new-") || name.starts_with(".rm-")) && stale {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// Removes a volume and its data (the caller checked it is unused).
@@ -298,6 +337,7 @@ pub async fn rm(c: &Client, data_root: &Path, names: &[String], force: bool) -> 
 /// `volume prune`: unused anonymous volumes, or with `all` every unused one.
 pub async fn prune(c: &Client, data_root: &Path, all: bool) -> Result<()> {
     let store = Store::new(data_root, &c.ns);
+    store.remove_leftovers();
     let users = users(c).await?;
     for v in store.list()? {
         if users.contains_key(&v.name) || !(all || v.meta.anonymous) {
