@@ -53,12 +53,8 @@ impl Subscriber {
         let deadline = Instant::now() + PATIENCE;
         loop {
             probe();
-            let round = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < round {
-                if seen(&self.text()) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if self.poll(&seen, Duration::from_millis(500)).is_some() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -70,13 +66,21 @@ impl Subscriber {
 
     /// Waits until the output satisfies `seen`; the output.
     pub fn wait_for(&self, what: &str, seen: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
+        self.poll(&seen, PATIENCE)
+            .unwrap_or_else(|| panic!("no {what} in: {}", self.text()))
+    }
+
+    /// The output once it satisfies `seen`, or None after `patience`.
+    fn poll(&self, seen: impl Fn(&str) -> bool, patience: Duration) -> Option<String> {
+        let deadline = Instant::now() + patience;
         loop {
             let text = self.text();
             if seen(&text) {
-                return text;
+                return Some(text);
             }
-            assert!(Instant::now() < deadline, "no {what} in: {text}");
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -652,22 +652,27 @@ pub async fn create(c: &Client, a: &RunArgs, data_root: &Path) -> Result<String>
                 None
             };
             let store = volumes::Store::new(data_root, &c.ns);
+            let image_root = match &tmp {
+                Some(t) => Some(
+                    wharf_core::diff::safepath::Root::open(t.path())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                ),
+                None => None,
+            };
             let (mut names, mut anonymous) = (Vec::new(), Vec::new());
             for v in &wanted {
                 let name = match &v.name {
                     Some(n) => n.clone(),
                     None => volumes::anonymous_name(),
                 };
-                let (vol, _) = store.create(&name, Default::default(), v.name.is_none())?;
+                let vol = store.create(&name, Default::default(), v.name.is_none())?;
                 if v.name.is_none() {
                     undo.volumes.push(name.clone());
                     anonymous.push(name.clone());
                 }
-                if let (false, Some(t)) = (v.nocopy, &tmp) {
+                if let (false, Some(root)) = (v.nocopy, &image_root) {
                     // Docker's copy-up: an empty volume gets what the image holds there.
-                    let root = wharf_core::diff::safepath::Root::open(t.path())
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    wharf_core::volume::seed(&root, &v.dest, &vol.mountpoint)
+                    wharf_core::volume::seed(root, &v.dest, &vol.mountpoint)
                         .map_err(|e| anyhow::anyhow!("volume {name}: {e}"))?;
                 }
                 p.opts

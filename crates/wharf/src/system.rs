@@ -129,11 +129,16 @@ pub async fn df(c: &Client, data_root: &std::path::Path) -> Result<()> {
     ]);
     let store = crate::volumes::Store::new(data_root, &c.ns);
     let vols = store.list()?;
-    let size: u64 = vols.iter().map(|v| store.size(v)).sum();
+    // What the volumes take on disk (as the snapshotter counts a writable layer's usage).
+    let size: i64 = vols
+        .iter()
+        .filter_map(|v| wharf_core::snapshots::disk_usage(&v.mountpoint).ok())
+        .map(|u| u.size)
+        .sum();
     t.row(vec![
         "Volumes".into(),
         vols.len().to_string(),
-        human_size(size),
+        human_size(size.max(0) as u64),
     ]);
     print!("{}", t.render());
     Ok(())

@@ -66,18 +66,18 @@ impl Store {
         self.dir.join(name)
     }
 
-    /// The volume `name`, made if it does not exist; whether this call made it.
+    /// The volume `name`, made if it does not exist.
     pub fn create(
         &self,
         name: &str,
         labels: BTreeMap<String, String>,
         anonymous: bool,
-    ) -> Result<(Volume, bool)> {
+    ) -> Result<Volume> {
         if !valid_name(name) {
             bail!("invalid volume name {name:?}: want letters, digits, '_', '.' or '-', starting with a letter or digit");
         }
         if let Some(v) = self.get_opt(name)? {
-            return Ok((v, false));
+            return Ok(v);
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("create {}", self.dir.display()))?;
@@ -95,19 +95,14 @@ impl Store {
         std::fs::write(tmp.path().join(META), serde_json::to_vec_pretty(&meta)?)
             .context("write the volume's metadata")?;
         let tmp = tmp.keep();
-        match std::fs::rename(&tmp, self.path(name)) {
-            Ok(()) => {}
+        if let Err(e) = std::fs::rename(&tmp, self.path(name)) {
+            let _ = std::fs::remove_dir_all(&tmp);
             // Made meanwhile by another run: use that one.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Ok((self.get(name)?, false));
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+            if !matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) {
                 return Err(e).with_context(|| format!("create volume {name}"));
             }
         }
-        Ok((self.get(name)?, true))
+        self.get(name)
     }
 
     fn get_opt(&self, name: &str) -> Result<Option<Volume>> {
@@ -156,25 +151,6 @@ impl Store {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
-    }
-
-    /// Total size in bytes of the files in a volume (links not followed).
-    pub fn size(&self, v: &Volume) -> u64 {
-        let mut total = 0;
-        let mut dirs = vec![v.mountpoint.clone()];
-        while let Some(d) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                match e.metadata() {
-                    Ok(m) if m.is_dir() => dirs.push(e.path()),
-                    Ok(m) => total += m.len(),
-                    Err(_) => {}
-                }
-            }
-        }
-        total
     }
 
     /// Removes what a crash left of a volume being made or removed (`.new-*`, `.rm-*`), once
@@ -252,7 +228,7 @@ pub async fn create(
         Some(n) => (n.to_string(), false),
         None => (anonymous_name(), true),
     };
-    let (v, _) = Store::new(data_root, &c.ns).create(&name, labels, anonymous)?;
+    let v = Store::new(data_root, &c.ns).create(&name, labels, anonymous)?;
     println!("{}", v.name);
     Ok(())
 }
